@@ -1,0 +1,1 @@
+"""Qt-free core of UnStar Studio. Nothing under this package may import Qt."""

@@ -1,0 +1,28 @@
+"""Console entry points. They re-exec once with an optimized BLAS on Linux before MLX is imported."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _argv() -> list[str]:
+    # Entry-point scripts run as `python /path/to/unstar args`; re-exec exactly that.
+    return [sys.executable, *sys.argv]
+
+
+def cli_main() -> None:
+    from .engine.backend import maybe_reexec_with_blas
+
+    maybe_reexec_with_blas(_argv())
+    from .cli import main
+
+    sys.exit(main())
+
+
+def gui_main() -> None:
+    from .engine.backend import maybe_reexec_with_blas
+
+    maybe_reexec_with_blas(_argv())
+    from .ui.app import main
+
+    sys.exit(main())
