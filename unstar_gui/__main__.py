@@ -1,0 +1,3 @@
+from .launcher import cli_main
+
+cli_main()

@@ -1,0 +1,5 @@
+"""Command groups of the `unstar` CLI; each module has register(subparsers)."""
+
+from . import chat, models
+
+COMMAND_MODULES = [models, chat]

@@ -1,0 +1,102 @@
+"""Typed events that long jobs yield. The CLI prints them, the GUI charts them, tests assert on them.
+
+Every event is a small dataclass; `to_dict()` gives a JSON-able dict with an "event" key (for --json output and
+metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Event:
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["event"] = type(self).__name__
+        return d
+
+
+@dataclass
+class StageStarted(Event):
+    stage: str  # "load", "probe", "paraphrases", "wrong_answers", "rationales", "retain", "train", "evaluate", ...
+    message: str = ""
+    round: int = 0
+
+
+@dataclass
+class Progress(Event):
+    """Generic progress inside a stage: `done` of `total` units (total 0 = unknown)."""
+
+    stage: str
+    done: float
+    total: float
+    message: str = ""
+    eta_s: float | None = None
+
+
+@dataclass
+class Log(Event):
+    message: str
+    level: str = "info"  # info / warning
+
+
+@dataclass
+class TrainStep(Event):
+    round: int
+    step: int
+    total_steps: int
+    forget_loss: float
+    retain_loss: float
+    loss: float
+    tokens_per_s: float = 0.0
+    eta_s: float | None = None
+
+
+@dataclass
+class ProbeResult(Event):
+    """One re-probe of the model: how much of the fact is gone and how much of the rest is kept."""
+
+    round: int
+    efficacy: float  # share of known probes that no longer yield the fact
+    retention: float  # share of neighbour / keep facts still answered right
+    forgotten: int = 0
+    total: int = 0
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SamplesReady(Event):
+    kind: str  # "paraphrases", "wrong_answers", "antisamples", "retain", "probes"
+    count: int
+    round: int = 0
+
+
+@dataclass
+class Checkpoint(Event):
+    round: int
+    step: int
+    path: str
+
+
+@dataclass
+class DownloadProgress(Event):
+    done_bytes: int
+    total_bytes: int
+    speed_bps: float
+    eta_s: float | None
+    file: str = ""
+
+
+@dataclass
+class Finished(Event):
+    job_dir: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Failed(Event):
+    message: str
+    hint: str = ""
+    details: str = ""

@@ -1,0 +1,158 @@
+"""Job folders: one per forget job, under the data folder's jobs/.
+
+    job.json          inputs, settings, seed, versions, status, model (id + path)
+    antisamples.jsonl paraphrase / wrong answer / rationale / provenance rows
+    retain.jsonl      neighbour, keep and general-utility facts with the base model's answers
+    probes.jsonl      paraphrases used as probes (split: train / heldout) with the base model's answers
+    metrics.jsonl     one line per training step and per probe round
+    checkpoints/      adapter snapshots for resume
+    adapters/         the final adapter in mlx-lm format
+    report.json       before/after answers and metrics; report.html
+Every write is atomic (fsutil), so a killed job leaves readable files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import JobError
+from .fsutil import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from .store import ModelStore
+
+STATUSES = ("created", "running", "interrupted", "cancelled", "failed", "done")
+
+
+def _slug(text: str, n: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "job"
+
+
+@dataclass
+class Job:
+    dir: Path
+
+    # files -------------------------------------------------------------------------------------------------------
+    @property
+    def job_path(self) -> Path:
+        return self.dir / "job.json"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.dir / "adapters"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    def file(self, name: str) -> Path:
+        return self.dir / name
+
+    # job.json ----------------------------------------------------------------------------------------------------
+    def read(self) -> dict[str, Any]:
+        data = read_json(self.job_path)
+        if data is None:
+            raise JobError(f"{self.dir} is not a job folder (job.json missing).",
+                           "Pick a folder made by `unstar forget` or the Forget wizard.")
+        return data
+
+    def write(self, data: dict[str, Any]) -> None:
+        data["updated"] = _now()
+        atomic_write_json(self.job_path, data)
+
+    def update(self, **fields: Any) -> dict[str, Any]:
+        data = self.read()
+        data.update(fields)
+        self.write(data)
+        return data
+
+    @property
+    def status(self) -> str:
+        return self.read().get("status", "created")
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        assert status in STATUSES, status
+        self.update(status=status, **extra)
+
+    # jsonl files -------------------------------------------------------------------------------------------------
+    def read_rows(self, name: str) -> list[dict[str, Any]]:
+        return read_jsonl(self.file(name))
+
+    def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
+        atomic_write_jsonl(self.file(name), rows)
+
+    def append_metric(self, row: dict[str, Any]) -> None:
+        append_jsonl(self.file("metrics.jsonl"), row)
+
+    def read_report(self) -> dict[str, Any] | None:
+        return read_json(self.file("report.json"))
+
+    def write_report(self, report: dict[str, Any]) -> None:
+        atomic_write_json(self.file("report.json"), report)
+
+    @property
+    def has_adapters(self) -> bool:
+        return (self.adapters_dir / "adapters.safetensors").exists() and (
+            self.adapters_dir / "adapter_config.json").exists()
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+def new_job_dir(store: ModelStore, question: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = store.jobs_dir / f"{stamp}-{_slug(question)}"
+    path, i = base, 2
+    while path.exists():
+        path = Path(f"{base}-{i}")
+        i += 1
+    return path
+
+
+def create_job(directory: Path, data: dict[str, Any]) -> Job:
+    directory = Path(directory)
+    if (directory / "job.json").exists():
+        raise JobError(f"{directory} already holds a job.", "Use --resume to continue it, or pick another --out.")
+    directory.mkdir(parents=True, exist_ok=True)
+    job = Job(directory)
+    data = dict(data)
+    data.setdefault("status", "created")
+    data.setdefault("created", _now())
+    job.write(data)
+    return job
+
+
+def open_job(directory: Path) -> Job:
+    job = Job(Path(directory))
+    job.read()
+    return job
+
+
+def list_jobs(store: ModelStore) -> list[dict[str, Any]]:
+    """Every job with its status, newest first. Unreadable folders are listed as 'failed' rather than hidden."""
+    out = []
+    if not store.jobs_dir.exists():
+        return out
+    for d in sorted(store.jobs_dir.iterdir(), reverse=True):
+        if not d.is_dir():
+            continue
+        try:
+            data = Job(d).read()
+        except JobError:
+            continue
+        except Exception as exc:  # a corrupt job.json: show it so the user can delete it
+            data = {"status": "failed", "error": str(exc)}
+        data["dir"] = str(d)
+        out.append(data)
+    return out
+
+
+def delete_job(directory: Path) -> None:
+    directory = Path(directory)
+    if not (directory / "job.json").exists():
+        raise JobError(f"{directory} is not a job folder.", "Nothing was deleted.")
+    shutil.rmtree(directory)

@@ -1,0 +1,300 @@
+"""One loaded model: chat prompts, batched generation, answer log-probabilities, LoRA adapters on and off.
+
+MLX streams belong to the thread that created them, so an LLM is used only on the thread that loaded it (the CLI's
+main thread, or the GUI's one long-lived worker thread); calls from elsewhere fail loudly instead of crashing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .backend import Backend, detect
+from .errors import InvalidInput, ModelNotFound
+
+DEFAULT_MAX_TOKENS = 64
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 8
+    scale: float = 20.0
+    dropout: float = 0.0
+    num_layers: int = 16  # the last N transformer blocks get adapters; -1 = all
+    keys: tuple[str, ...] | None = None  # None = mlx-lm's default (attention q/v + more by architecture)
+
+    def to_adapter_config(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"rank": self.rank, "scale": self.scale, "dropout": self.dropout}
+        if self.keys:
+            params["keys"] = list(self.keys)
+        return {"fine_tune_type": "lora", "num_layers": self.num_layers, "lora_parameters": params}
+
+
+class LLM:
+    def __init__(self, path: str | Path, backend: Backend | None = None, model_id: str = "") -> None:
+        import mlx.core as mx
+        import mlx_lm
+
+        self.path = Path(path)
+        self.model_id = model_id or self.path.name
+        if not (self.path / "config.json").exists():
+            raise ModelNotFound(f"No model at {self.path} (config.json missing).",
+                                "Re-import the model, or pick another one (`unstar models list`).")
+        self.backend = backend or detect()
+        self._thread = threading.get_ident()
+        self.model, self.tokenizer = mlx_lm.load(str(self.path))
+        self.config: dict[str, Any] = json.loads((self.path / "config.json").read_text())
+        self.base_quantization = self.config.get("quantization")
+        if self.backend.dequantize:
+            from mlx_lm.utils import dequantize_model
+
+            # CPU: quantized matmul is single-threaded and skips BLAS; float32 is ~20x faster there.
+            self.model = dequantize_model(self.model)
+            self.model.set_dtype(mx.float32)
+        mx.eval(self.model.parameters())
+        self.model.eval()
+        self.lora: LoraSettings | None = None
+        eos = set(self.tokenizer.eos_token_ids)
+        self.eos_ids = eos
+
+    # thread ownership --------------------------------------------------------------------------------------------
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("This model was loaded on another thread; MLX work must stay on the loading thread.")
+
+    # prompts -----------------------------------------------------------------------------------------------------
+    def chat_tokens(self, question: str, system: str | None = None,
+                    history: Sequence[tuple[str, str]] = (), answer_prefix: str = "") -> list[int]:
+        messages: list[dict[str, str]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        for q, a in history:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": question})
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict):
+                ids = ids["input_ids"]
+            ids = list(ids)
+        else:  # base models without a template: a plain Q/A frame
+            text = "".join(f"Question: {q}\nAnswer: {a}\n" for q, a in history) + f"Question: {question}\nAnswer:"
+            ids = self.tokenizer.encode(text)
+        if answer_prefix:
+            ids += self.tokenizer.encode(answer_prefix, add_special_tokens=False)
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    # generation --------------------------------------------------------------------------------------------------
+    def generate_tokens(self, prompts: Sequence[list[int]], max_tokens: int = DEFAULT_MAX_TOKENS,
+                        temperature: float = 0.0, seed: int | None = None, batch_size: int = 16) -> list[str]:
+        import mlx.core as mx
+        from mlx_lm.generate import batch_generate
+        from mlx_lm.sample_utils import make_sampler
+
+        self._check_thread()
+        if not prompts:
+            return []
+        if seed is not None:
+            mx.random.seed(seed)
+        sampler = make_sampler(temp=temperature) if temperature > 0 else None
+        out: list[str] = []
+        for i in range(0, len(prompts), batch_size):
+            chunk = [list(p) for p in prompts[i:i + batch_size]]
+            kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+            if sampler is not None:
+                kwargs["sampler"] = sampler
+            res = batch_generate(self.model, self.tokenizer, chunk, **kwargs)
+            out.extend(t.strip() for t in res.texts)
+        return out
+
+    def answer(self, questions: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS, system: str | None = None,
+               temperature: float = 0.0, seed: int | None = None, batch_size: int = 16) -> list[str]:
+        """The model's answers to plain questions, through its chat template (greedy by default)."""
+        for q in questions:
+            if not q or not q.strip():
+                raise InvalidInput("A question is empty.", "Type a question before asking the model.")
+        prompts = [self.chat_tokens(q, system=system) for q in questions]
+        return self.generate_tokens(prompts, max_tokens, temperature, seed, batch_size)
+
+    def complete(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
+                 seed: int | None = None) -> list[str]:
+        """Raw continuation, no chat template (fill-in-the-blank style probes)."""
+        return self.generate_tokens([self.encode(t) or [0] for t in texts], max_tokens, temperature, seed)
+
+    # scoring -----------------------------------------------------------------------------------------------------
+    def answer_logprobs(self, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
+                        system: str | None = None) -> list[float]:
+        """Mean per-token log-probability of each answer given its question (chat template, teacher forced)."""
+        import mlx.core as mx
+
+        self._check_thread()
+        results: list[float] = []
+        for i in range(0, len(pairs), batch_size):
+            chunk = pairs[i:i + batch_size]
+            seqs, starts = [], []
+            for q, a in chunk:
+                prompt = self.chat_tokens(q, system=system)
+                ans = self.encode(a)
+                seqs.append(prompt + ans)
+                starts.append(len(prompt))
+            tokens, mask = pad_batch(seqs, starts)
+            logits = self.model(tokens[:, :-1]).astype(mx.float32)
+            logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            tgt = tokens[:, 1:]
+            tok_lp = mx.take_along_axis(logp, tgt[..., None], axis=-1).squeeze(-1)
+            m = mask[:, 1:]
+            mean = (tok_lp * m).sum(axis=1) / mx.maximum(m.sum(axis=1), 1)
+            results.extend(float(x) for x in mean.tolist())
+        return results
+
+    def perplexity(self, text: str) -> float:
+        import math
+
+        import mlx.core as mx
+
+        self._check_thread()
+        ids = self.encode(text)[:512]
+        tokens = mx.array([ids])
+        logits = self.model(tokens[:, :-1]).astype(mx.float32)
+        logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        lp = mx.take_along_axis(logp, tokens[:, 1:, None], axis=-1).mean()
+        return float(math.exp(-lp.item()))
+
+    # adapters ----------------------------------------------------------------------------------------------------
+    def attach_lora(self, settings: LoraSettings, seed: int = 0) -> None:
+        """Wrap the last `num_layers` blocks' linear layers with fresh LoRA layers (lora_b = 0: output unchanged)."""
+        import mlx.core as mx
+        from mlx_lm.tuner.utils import linear_to_lora_layers
+
+        self._check_thread()
+        if self.lora is not None:
+            raise RuntimeError("A LoRA adapter is already attached; detach it first.")
+        mx.random.seed(seed)
+        self.model.freeze()
+        cfg = settings.to_adapter_config()
+        linear_to_lora_layers(self.model, self._num_layers(settings.num_layers), cfg["lora_parameters"])
+        self.lora = settings
+
+    def _num_layers(self, n: int) -> int:
+        total = len(self.model.layers)
+        return total if n < 0 or n > total else n
+
+    def load_adapter(self, adapter_dir: Path) -> LoraSettings:
+        import mlx.core as mx
+
+        adapter_dir = Path(adapter_dir)
+        cfg_path = adapter_dir / "adapter_config.json"
+        if not cfg_path.exists():
+            raise ModelNotFound(f"No adapter at {adapter_dir} (adapter_config.json missing).",
+                                "Pick the adapters folder of a finished job.")
+        cfg = json.loads(cfg_path.read_text())
+        lp = cfg.get("lora_parameters", {})
+        settings = LoraSettings(rank=int(lp.get("rank", 8)), scale=float(lp.get("scale", 20.0)),
+                                dropout=float(lp.get("dropout", 0.0)), num_layers=int(cfg.get("num_layers", 16)),
+                                keys=tuple(lp["keys"]) if lp.get("keys") else None)
+        if self.lora is None:
+            self.attach_lora(settings)
+        weights = mx.load(str(adapter_dir / "adapters.safetensors"))
+        self.model.load_weights(list(weights.items()), strict=False)
+        mx.eval(self.model.parameters())
+        return settings
+
+    def lora_layers(self) -> list[Any]:
+        from mlx_lm.tuner.lora import LoRALinear
+
+        return [m for _, m in self.model.named_modules() if isinstance(m, LoRALinear)]
+
+    def trainable_parameters(self) -> dict[str, Any]:
+        from mlx.utils import tree_flatten
+
+        return dict(tree_flatten(self.model.trainable_parameters()))
+
+    def save_adapter(self, adapter_dir: Path) -> None:
+        """Write adapters.safetensors + adapter_config.json in the layout `mlx_lm.load(adapter_path=...)` reads."""
+        import mlx.core as mx
+
+        from .fsutil import atomic_write_json
+
+        if self.lora is None:
+            raise RuntimeError("No adapter attached.")
+        adapter_dir = Path(adapter_dir)
+        adapter_dir.mkdir(parents=True, exist_ok=True)
+        tmp = adapter_dir / ".adapters.safetensors.tmp.safetensors"
+        params = {k: v for k, v in self.trainable_parameters().items()}
+        mx.save_safetensors(str(tmp), params)
+        tmp.replace(adapter_dir / "adapters.safetensors")
+        atomic_write_json(adapter_dir / "adapter_config.json", self.lora.to_adapter_config())
+
+    def reset_lora(self, seed: int = 0) -> None:
+        """Give every LoRA layer fresh weights (lora_b = 0), keeping the wrapping in place."""
+        import math
+
+        import mlx.core as mx
+
+        mx.random.seed(seed)
+        for layer in self.lora_layers():
+            in_dims = layer.lora_a.shape[0]
+            s = 1 / math.sqrt(in_dims)
+            layer.lora_a = mx.random.uniform(low=-s, high=s, shape=layer.lora_a.shape)
+            layer.lora_b = mx.zeros(layer.lora_b.shape)
+        mx.eval(self.model.parameters())
+
+    @contextlib.contextmanager
+    def adapter_scale(self, factor: float) -> Iterator[None]:
+        """Temporarily multiply every LoRA scale: 0 gives the base model exactly, -1 negates the adapter."""
+        layers = self.lora_layers()
+        saved = [layer.scale for layer in layers]
+        try:
+            for layer, s in zip(layers, saved):
+                layer.scale = s * factor
+            yield
+        finally:
+            for layer, s in zip(layers, saved):
+                layer.scale = s
+
+    def base_model(self) -> contextlib.AbstractContextManager[None]:
+        """`with llm.base_model(): ...` answers as the model before unlearning."""
+        return self.adapter_scale(0.0)
+
+    def detach_lora(self) -> None:
+        """Replace LoRA layers by their base linear layers (the adapter is dropped)."""
+        from mlx.utils import tree_unflatten
+        from mlx_lm.tuner.lora import LoRALinear
+
+        swaps = [(name, m.linear) for name, m in self.model.named_modules() if isinstance(m, LoRALinear)]
+        if swaps:
+            self.model.update_modules(tree_unflatten(swaps))
+        self.lora = None
+
+
+def pad_batch(seqs: Sequence[list[int]], starts: Sequence[int], pad_id: int = 0):
+    """Right-pad token lists; mask is 1 on positions at or after each `start` (the scored part) and before the end."""
+    import mlx.core as mx
+    import numpy as np
+
+    width = max(len(s) for s in seqs)
+    tokens = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(seqs), width), dtype=np.float32)
+    for i, (s, st) in enumerate(zip(seqs, starts)):
+        tokens[i, : len(s)] = s
+        mask[i, st: len(s)] = 1.0
+    return mx.array(tokens), mx.array(mask)
+
+
+_LOADED: dict[str, LLM] = {}
+
+
+def load_llm(path: str | Path, model_id: str = "") -> LLM:
+    """Load a model, or reuse it when the same thread loaded it before (loading once per job and per worker)."""
+    key = f"{threading.get_ident()}:{Path(path).resolve()}"
+    llm = _LOADED.get(key)
+    if llm is None:
+        llm = LLM(path, model_id=model_id)
+        _LOADED[key] = llm
+    return llm
