@@ -1,0 +1,164 @@
+"""Is the fact still there? A verdict on one generated answer.
+
+Checks, cheapest first: the answer or an alias as a word-bounded substring; a fuzzy match of any answer span
+(rapidfuzz partial ratio, for misspellings and inflections); number words ("seven" for "7"); and a semantic match:
+sentence-transformers cosine between the true answer / aliases and short spans of the generated answer.
+Negated mentions ("not Hogwarts") still count as a leak: the model still names the fact.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from rapidfuzz import fuzz
+
+_NUMBER_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+    "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
+    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
+}
+_STOP = {"the", "a", "an", "of", "and", "in", "on", "at", "to", "is", "was", "for", "school", "de", "la", "le"}
+
+
+@dataclass
+class JudgeSettings:
+    fuzzy_threshold: float = 88.0  # rapidfuzz partial_ratio, 0-100
+    semantic_threshold: float = 0.75  # cosine between the answer and an answer span
+    close_threshold: float = 0.6  # a wrong-answer candidate this close to the truth is rejected
+    use_semantic: bool = True
+
+
+@dataclass
+class Verdict:
+    contains: bool
+    reason: str  # "exact", "fuzzy", "number", "semantic", "" when absent
+    score: float
+    matched: str = ""
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _numbers_in(text: str) -> set[int]:
+    found = {int(n) for n in re.findall(r"\b\d+\b", text)}
+    words = normalize(text).split()
+    for w in words:
+        if w in _NUMBER_WORDS:
+            found.add(_NUMBER_WORDS[w])
+    return found
+
+
+def _spans(text: str, max_words: int = 6) -> list[str]:
+    words = normalize(text).split()
+    spans = []
+    for n in range(1, max_words + 1):
+        for i in range(0, max(1, len(words) - n + 1)):
+            span = " ".join(words[i:i + n])
+            if span and span not in _STOP:
+                spans.append(span)
+    return spans[:400]
+
+
+@dataclass
+class Judge:
+    answer: str
+    aliases: Sequence[str] = field(default_factory=tuple)
+    settings: JudgeSettings = field(default_factory=JudgeSettings)
+
+    def __post_init__(self) -> None:
+        targets = [self.answer, *self.aliases]
+        self.targets = [t for t in dict.fromkeys(normalize(t) for t in targets) if t]
+        if not self.targets:
+            from .errors import InvalidInput
+
+            raise InvalidInput("The answer is empty.", "Type the answer the model should forget.")
+        self._numbers = set().union(*(_numbers_in(t) for t in [self.answer, *self.aliases]))
+        # A one-word answer that is mostly a number ("1997") is judged on numbers alone.
+        self._numeric = all(re.fullmatch(r"[\d\s.,]+", t) for t in self.targets)
+
+    # the verdict ---------------------------------------------------------------------------------------------------
+    def verdict(self, text: str) -> Verdict:
+        return self.verdicts([text])[0]
+
+    def contains(self, text: str) -> bool:
+        return self.verdict(text).contains
+
+    def verdicts(self, texts: Sequence[str]) -> list[Verdict]:
+        out: list[Verdict | None] = [self._lexical(t) for t in texts]
+        pending = [i for i, v in enumerate(out) if v is None]
+        if pending and self.settings.use_semantic and not self._numeric:
+            self._semantic([texts[i] for i in pending], pending, out)
+        return [v if v is not None else Verdict(False, "", 0.0) for v in out]
+
+    def _lexical(self, text: str) -> Verdict | None:
+        norm = normalize(text)
+        if not norm:
+            return Verdict(False, "", 0.0)
+        padded = f" {norm} "
+        for t in self.targets:
+            if f" {t} " in padded:
+                return Verdict(True, "exact", 1.0, t)
+        if self._numbers and self._numbers & _numbers_in(text):
+            return Verdict(True, "number", 1.0, str(sorted(self._numbers & _numbers_in(text))[0]))
+        if self._numeric:
+            return Verdict(False, "", 0.0)
+        for t in self.targets:
+            if len(t) >= 4:
+                score = fuzz.partial_ratio(t, norm)
+                if score >= self.settings.fuzzy_threshold and self._fuzzy_word_aligned(t, norm):
+                    return Verdict(True, "fuzzy", score / 100.0, t)
+        return None
+
+    @staticmethod
+    def _fuzzy_word_aligned(target: str, norm: str) -> bool:
+        # partial_ratio also matches inside longer words ("hogwarts" in "hogwartsian" is fine, "paris" in
+        # "comparison" is not): require a word of similar length that matches well.
+        words = norm.split()
+        n = len(target.split())
+        for i in range(len(words)):
+            cand = " ".join(words[i:i + n])
+            if abs(len(cand) - len(target)) <= max(2, len(target) // 4) and fuzz.ratio(cand, target) >= 80:
+                return True
+        return False
+
+    def _semantic(self, texts: Sequence[str], idx: Sequence[int], out: list[Verdict | None]) -> None:
+        from .embeddings import cosine_matrix
+
+        for text, i in zip(texts, idx):
+            spans = _spans(text)
+            if not spans:
+                out[i] = Verdict(False, "", 0.0)
+                continue
+            sims = cosine_matrix(self.targets, spans)
+            j = int(sims.max(axis=0).argmax())
+            best = float(sims.max())
+            out[i] = Verdict(best >= self.settings.semantic_threshold, "semantic" if best >= self.settings.
+                             semantic_threshold else "", best, spans[j])
+
+    # filters for generated wrong answers ---------------------------------------------------------------------------
+    def too_close(self, candidate: str) -> tuple[bool, str]:
+        """Whether a wrong-answer candidate is really the truth in disguise; returns (reject, reason)."""
+        norm = normalize(candidate)
+        if not norm:
+            return True, "empty"
+        v = self._lexical(candidate)
+        if v is not None and v.contains:
+            return True, f"contains the true answer ({v.reason})"
+        for t in self.targets:
+            if fuzz.ratio(norm, t) >= self.settings.fuzzy_threshold or (len(norm) >= 4 and norm in t):
+                return True, "fuzzy-matches the true answer"
+        if self.settings.use_semantic and not self._numeric:
+            from .embeddings import cosine_matrix
+
+            sim = float(cosine_matrix([candidate], self.targets).max())
+            if sim >= self.settings.close_threshold:
+                return True, f"semantically close to the true answer (cosine {sim:.2f})"
+        return False, ""
