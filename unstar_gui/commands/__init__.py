@@ -1,5 +1,5 @@
 """Command groups of the `unstar` CLI; each module has register(subparsers)."""
 
-from . import chat, models
+from . import chat, doctor, models
 
-COMMAND_MODULES = [models, chat]
+COMMAND_MODULES = [models, chat, doctor]

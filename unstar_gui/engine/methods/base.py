@@ -1,0 +1,116 @@
+"""The interface every unlearning method implements, and the masked losses they share.
+
+A method decides two things: which (prompt -> target) pairs the forget side trains on (UNSTAR: paraphrase -> wrong
+answer + rationale; IdK: question -> "I don't know"; ...), and the loss of one step given a forget batch and a retain
+batch. The trainer owns everything else (LoRA, batching, optimizer, checkpoints, cancel), so adding a method is one
+small module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+
+@dataclass
+class TokenBatch:
+    """Right-padded token rows; `mask` is 1 on the scored (target) positions, 0 on prompt and padding.
+
+    `ref_logprobs` holds the base model's log-softmax over the vocabulary at each position (B, T-1, V), filled by the
+    trainer (adapter scale 0, no gradient) only for the sides a method lists in `reference_sides`.
+    """
+
+    tokens: Any  # mx.array (B, T) int32
+    mask: Any  # mx.array (B, T) float32
+    ref_logprobs: Any = None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.mask.sum().item())
+
+
+@dataclass
+class Batch:
+    forget: TokenBatch
+    retain: TokenBatch | None = None
+
+
+@dataclass
+class MethodContext:
+    """What a method may look at while preparing: the fact, the settings and the loaded model (for reference data)."""
+
+    question: str
+    answer: str
+    aliases: Sequence[str] = ()
+    retain_weight: float = 1.0
+    retain_loss: str = "ce"  # "ce" (cross-entropy on the base answers) | "kl" (KL to the base model's logits)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class: subclasses set `name` and implement `forget_pairs` and `loss`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self.ctx: MethodContext | None = None
+
+    def prepare(self, ctx: MethodContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def reference_sides(self) -> tuple[str, ...]:
+        """Which sides of a batch ("forget", "retain") need the base model's log-probs."""
+        return ()
+
+    def forget_pairs(self, antisamples: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+        """(question, target text) pairs the forget side trains on, from antisamples.jsonl rows."""
+        raise NotImplementedError
+
+    def loss(self, model: Any, batch: Batch) -> tuple[Any, dict[str, Any]]:
+        """Scalar loss to minimise and its named parts (mx scalars, e.g. {"forget": ..., "retain": ...})."""
+        raise NotImplementedError
+
+
+def token_logprobs(model: Any, tb: TokenBatch):
+    """Log-softmax of the model at every position but the last, and the log-prob of each next token: (B,T-1,V), (B,T-1)."""
+    import mlx.core as mx
+
+    logits = model(tb.tokens[:, :-1]).astype(mx.float32)
+    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    tok = mx.take_along_axis(logp, tb.tokens[:, 1:, None], axis=-1).squeeze(-1)
+    return logp, tok
+
+
+def masked_ce(model: Any, tb: TokenBatch):
+    """Mean cross-entropy over the target tokens of a batch (prompt and padding masked)."""
+    import mlx.core as mx
+
+    _, tok = token_logprobs(model, tb)
+    m = tb.mask[:, 1:]
+    return -(tok * m).sum() / mx.maximum(m.sum(), 1.0)
+
+
+def masked_kl(model: Any, tb: TokenBatch):
+    """Mean KL(base || model) over the target positions, against `tb.ref_logprobs` from the base model."""
+    import mlx.core as mx
+
+    if tb.ref_logprobs is None:
+        raise ValueError("KL needs the base model's log-probs on this batch (list its side in reference_sides).")
+    logp, _ = token_logprobs(model, tb)
+    ref = tb.ref_logprobs
+    kl = (mx.exp(ref) * (ref - logp)).sum(axis=-1)
+    m = tb.mask[:, 1:]
+    return (kl * m).sum() / mx.maximum(m.sum(), 1.0)
+
+
+def retain_term(model: Any, batch: Batch, ctx: MethodContext):
+    """The retain side most methods share: CE on the base model's answers, or KL to its logits."""
+    import mlx.core as mx
+
+    if batch.retain is None:
+        return mx.array(0.0)
+    if ctx.retain_loss == "kl":
+        return masked_kl(model, batch.retain)
+    return masked_ce(model, batch.retain)

@@ -1,0 +1,88 @@
+"""Live training charts (QtCharts): forget and retain loss per step, efficacy and retention per round."""
+
+from __future__ import annotations
+
+from PySide6.QtCharts import QChart, QChartView, QLineSeries, QValueAxis
+from PySide6.QtCore import QMargins, QPointF, Qt
+from PySide6.QtGui import QColor, QPainter, QPen
+
+FORGET_COLOR = QColor("#d9480f")
+RETAIN_COLOR = QColor("#1c7ed6")
+
+
+class _LiveChart(QChartView):
+    """A line chart whose axes grow with the data."""
+
+    def __init__(self, title: str, x_title: str, y_title: str, series: list[tuple[str, QColor]],
+                 y_range: tuple[float, float] | None = None) -> None:
+        chart = QChart()
+        chart.setTitle(title)
+        chart.setMargins(QMargins(4, 4, 4, 4))
+        chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        super().__init__(chart)
+        self.setRenderHint(QPainter.RenderHint.Antialiasing)
+        self.setMinimumHeight(220)
+        self.x_axis = QValueAxis()
+        self.x_axis.setTitleText(x_title)
+        self.x_axis.setLabelFormat("%d")
+        self.y_axis = QValueAxis()
+        self.y_axis.setTitleText(y_title)
+        chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
+        chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
+        self._fixed_y = y_range
+        self.series: dict[str, QLineSeries] = {}
+        for name, color in series:
+            s = QLineSeries()
+            s.setName(name)
+            s.setPen(QPen(color, 2))
+            chart.addSeries(s)
+            s.attachAxis(self.x_axis)
+            s.attachAxis(self.y_axis)
+            self.series[name] = s
+        self.clear()
+
+    def clear(self) -> None:
+        for s in self.series.values():
+            s.clear()
+        self._x_max = 1.0
+        self._y_min, self._y_max = self._fixed_y or (0.0, 1.0)
+        self._apply_ranges()
+
+    def add_point(self, name: str, x: float, y: float) -> None:
+        if y != y:  # NaN: a step without that loss term
+            return
+        self.series[name].append(QPointF(x, y))
+        self._x_max = max(self._x_max, x)
+        if self._fixed_y is None:
+            self._y_min, self._y_max = min(self._y_min, y), max(self._y_max, y * 1.05)
+        self._apply_ranges()
+
+    def _apply_ranges(self) -> None:
+        self.x_axis.setRange(0, self._x_max)
+        self.y_axis.setRange(self._y_min, self._y_max)
+
+    def points(self, name: str) -> list[tuple[float, float]]:
+        return [(p.x(), p.y()) for p in self.series[name].points()]
+
+
+class LossChart(_LiveChart):
+    def __init__(self) -> None:
+        super().__init__("Training loss", "step", "loss",
+                         [("forget loss", FORGET_COLOR), ("retain loss", RETAIN_COLOR)])
+
+    def add_step(self, step: int, forget_loss: float, retain_loss: float) -> None:
+        self.add_point("forget loss", step, forget_loss)
+        self.add_point("retain loss", step, retain_loss)
+
+
+class RoundChart(_LiveChart):
+    def __init__(self) -> None:
+        super().__init__("Probes after each round", "round", "share", [("efficacy (forgotten)", FORGET_COLOR),
+                                                                      ("retention (kept)", RETAIN_COLOR)],
+                         y_range=(0.0, 1.0))
+        self.x_axis.setTickCount(2)
+
+    def add_round(self, round_no: int, efficacy: float, retention: float) -> None:
+        self.add_point("efficacy (forgotten)", round_no, efficacy)
+        self.add_point("retention (kept)", round_no, retention)
+        self.x_axis.setTickCount(min(int(self._x_max) + 1, 11))
