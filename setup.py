@@ -58,8 +58,9 @@ kwargs = dict(
 
 if "py2app" in sys.argv:
     # py2app >= 0.28.9 refuses install_requires while building; the options come from a tested function.
-    from unstar_gui.packaging import py2app_setup_kwargs
+    from unstar_gui.packaging import MODULEGRAPH_RECURSION_LIMIT, py2app_setup_kwargs
 
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), MODULEGRAPH_RECURSION_LIMIT))  # modulegraph on torch/sympy
     kwargs.pop("install_requires")
     kwargs.update(py2app_setup_kwargs(HERE))
 

@@ -23,6 +23,10 @@ def gui_main() -> None:
     from .engine.backend import maybe_reexec_with_blas
 
     maybe_reexec_with_blas(_argv())
+    if "--self-test" in sys.argv[1:]:  # check an install or a built .app without opening a window
+        from .selftest import run_self_test
+
+        sys.exit(run_self_test())
     from .ui.app import main
 
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""`unstar models list|path|import|remove|default`."""
+"""`unstar models list|path|import|remove|default|catalog|download`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     de.add_argument("model")
     de.set_defaults(func=cmd_default)
 
+    cat = msub.add_parser("catalog", help="list the models UnStar can download, with size, memory and licence")
+    add_json_flag(cat)
+    cat.set_defaults(func=cmd_catalog)
+
+    dl = msub.add_parser("download", help="download a catalog model (or any MLX repo) from the Hugging Face Hub",
+                         description="Download a model from the Hugging Face Hub with a live progress line. "
+                                     "Ctrl-C stops it; run the same command again to continue where it stopped. "
+                                     "Gated repos need a token: HF_TOKEN, or hf_token in the app's settings.")
+    dl.add_argument("model", help="a catalog id (see `unstar models catalog`) or a Hub repo id (org/name)")
+    dl.add_argument("--revision", default=None, help="branch, tag or commit (default: the catalog's, else main)")
+    dl.add_argument("--id", dest="model_id", default=None, help="id to install it under (default: the catalog id)")
+    dl.add_argument("--restart", action="store_true", help="throw away an interrupted download and start over")
+    add_json_flag(dl)
+    dl.set_defaults(func=cmd_download)
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = ModelStore()
@@ -85,4 +100,37 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_default(args: argparse.Namespace) -> int:
     ModelStore().set_default(args.model)
     print(f"default model: {args.model}")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from ..engine.catalog import catalog_entries
+
+    entries = catalog_entries(ModelStore())
+    if args.json:
+        print_json([dict(asdict(e), hub_url=e.hub_url) for e in entries])
+        return 0
+    print(f"{'':2}{'ID':30} {'SIZE':>9} {'RUN':>6} {'TRAIN':>6}  {'LICENCE':14} STATUS")
+    for e in entries:
+        status = ("installed" if e.installed else
+                  f"partial ({human_bytes(e.partial_bytes)})" if e.partial_bytes else "-")
+        print(f"{'* ' if e.default else '  '}{e.id:30} {human_bytes(e.size_bytes):>9} {e.run_memory_gb:>4.1f}GB "
+              f"{e.train_memory_gb:>4.1f}GB  {e.license:14} {status}")
+    print("\n* recommended. RUN / TRAIN: memory estimates for Apple silicon with the 4-bit weights.")
+    print("Download one with `unstar models download ID`.")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from ..engine.hub import download_model
+    from .common import drive
+
+    store = ModelStore()
+    last = drive(download_model(args.model, revision=args.revision, store=store, model_id=args.model_id,
+                                restart=args.restart), as_json=args.json)
+    if not args.json and last is not None:
+        record = store.get(last.summary["model_id"])
+        print(f"installed {record.id} ({record.architecture}, {record.quantization}, "
+              f"{human_bytes(record.size_bytes)}) -> {record.path}")
+        print(f'try it: unstar chat --model {record.id} "What is the capital of France?"')
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit,
                                QPushButton, QStyle, QVBoxLayout, QWidget)
@@ -20,9 +22,9 @@ class ErrorDialog(QDialog):
 
         icon = QLabel()
         icon.setPixmap(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(40, 40))
-        self.summary = QLabel(f"<b>{_escape(info.message)}</b>")
+        self.summary = QLabel(f"<b>{html.escape(info.message)}</b>")
         self.summary.setWordWrap(True)
-        self.hint = QLabel(_escape(info.hint))
+        self.hint = QLabel(html.escape(info.hint))
         self.hint.setWordWrap(True)
         self.hint.setVisible(bool(info.hint))
         text = QVBoxLayout()
@@ -73,6 +75,3 @@ def confirm(parent: QWidget | None, title: str, text: str) -> bool:
                                   QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes
 
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -33,18 +33,8 @@ DRAIN_INTERVAL_MS = 30
 
 def new_cancel_token() -> Any:
     """The engine's CancelToken (pipeline.py): `.cancel()`, `.cancelled`, `.check()` raising Cancelled."""
-    try:
-        from ..engine.pipeline import CancelToken
-    except ImportError:  # TEMP until pipeline.py lands
-        class CancelToken:  # type: ignore[no-redef]
-            cancelled = False
+    from ..engine.pipeline import CancelToken
 
-            def cancel(self) -> None:
-                self.cancelled = True
-
-            def check(self) -> None:
-                if self.cancelled:
-                    raise Cancelled()
     return CancelToken()
 
 
@@ -188,6 +178,7 @@ class MlxWorker(QObject):
         self._queue.put(None)
         ended = self._thread.wait(timeout_ms)
         self._drain_timer.stop()
+        self._handles.clear()  # their outcomes can no longer arrive
         return bool(ended)
 
     @Slot()

@@ -110,7 +110,8 @@ class VerdictThresholds:
 
 
 def summary_verdict(efficacy: float | None, attacks: Sequence[dict[str, Any]], retention: float | None,
-                    thresholds: VerdictThresholds = VerdictThresholds()) -> dict[str, Any]:
+                    thresholds: VerdictThresholds = VerdictThresholds(),
+                    scope: str = "held-out probes") -> dict[str, Any]:
     """One line a person can act on, plus a level ("good" / "warn" / "bad" / "none") for colouring."""
     if efficacy is None:
         return {"label": "Nothing to forget", "level": "none",
@@ -130,7 +131,7 @@ def summary_verdict(efficacy: float | None, attacks: Sequence[dict[str, Any]], r
             level = "bad" if (worst[0].get("recovery") or 0) >= 0.5 else "warn"
         elif attacks:
             label += " and robust"
-    detail = f"The fact is gone on {efficacy:.0%} of the held-out probes the base model knew."
+    detail = f"The fact is gone on {efficacy:.0%} of the {scope} the base model knew."
     if retention is not None:
         detail += f" Neighbouring facts kept: {retention:.0%}."
         if retention < thresholds.retention:

@@ -1,0 +1,387 @@
+"""The desktop app, driven with pytest-qt (offscreen) on the tiny model: the whole forget wizard from fact entry to
+export (with cancel and resume), the other pages, the worker's cancel/stale-result rules and the error dialog.
+
+Every main page and wizard step is saved as a screenshot under tests/_artifacts/screens/ and checked for content.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtGui import QImage  # noqa: E402
+
+from unstar_gui.engine.errors import InvalidInput  # noqa: E402
+from unstar_gui.engine.events import Log, Progress  # noqa: E402
+from unstar_gui.ui import dialogs  # noqa: E402
+from unstar_gui.ui.app import create_app  # noqa: E402
+from unstar_gui.ui.main_window import PAGES, MainWindow  # noqa: E402
+from unstar_gui.ui.workers import MlxWorker  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+WAIT_MS = 240_000  # the machines are shared and slow; a real hang still fails
+SCREENS = Path(__file__).parent / "_artifacts" / "screens"
+SMALL_JOB = dict(n_paraphrases=4, n_wrong_answers=2, n_neighbours=2, n_general=4, probe_max_tokens=12,
+                 batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2)
+
+
+# helpers ---------------------------------------------------------------------------------------------------------------
+def screenshot(widget, name: str) -> Path:
+    """Save a screenshot and check it is a real picture: many colours, not one flat background."""
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    path = SCREENS / f"{name}.png"
+    image = widget.grab().toImage()
+    assert image.save(str(path)), path
+    check_not_blank(image, name)
+    return path
+
+
+def check_not_blank(image: QImage, name: str) -> None:
+    w, h = image.width(), image.height()
+    assert w > 400 and h > 300, (name, w, h)
+    colours: dict[int, int] = {}
+    step = 3
+    for y in range(0, h, step):
+        for x in range(0, w, step):
+            rgb = image.pixel(x, y)
+            colours[rgb] = colours.get(rgb, 0) + 1
+    total = sum(colours.values())
+    background = max(colours.values())
+    assert len(colours) >= 40, f"{name}: only {len(colours)} colours"
+    assert background / total < 0.92, f"{name}: {background / total:.0%} of the picture is one colour"
+
+
+@pytest.fixture
+def window(qtbot, unstar_home):
+    create_app([])  # the stylesheet and icon, on pytest-qt's QApplication
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    assert w.services.worker.stop(120_000), "the worker thread did not stop"
+
+
+def wait_idle(qtbot, step, timeout=WAIT_MS):
+    qtbot.waitUntil(lambda: step.task is None, timeout=timeout)
+
+
+def patch_dialogs(monkeypatch) -> list:
+    """Record error dialogs instead of blocking on them; answer Yes to confirmations."""
+    shown: list = []
+    monkeypatch.setattr(dialogs.ErrorDialog, "exec", lambda self: shown.append(self.info) or 0)
+    monkeypatch.setattr(dialogs.QMessageBox, "question", lambda *a, **k: dialogs.QMessageBox.StandardButton.Yes)
+    return shown
+
+
+# the wizard, end to end ------------------------------------------------------------------------------------------------
+def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_model, tmp_path, monkeypatch):
+    errors = patch_dialogs(monkeypatch)
+    wizard = window.forget_page
+    window.show_page(PAGES.index("Forget"))
+    assert wizard.index == 0
+
+    # 1. model: the tiny model is the only (so default) one; long rounds so there is time to cancel
+    model_step = wizard.steps[0]
+    assert model_step.model_combo.currentData() == "tiny"
+    model_step.training.fields["max_rounds"].setValue(1)
+    model_step.training.fields["steps_per_round"].setValue(2000)
+    wizard.state.settings.update(SMALL_JOB)
+    screenshot(window, "wizard-1-model")
+    qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
+    assert wizard.index == 1 and wizard.state.job is None
+
+    # 2. fact: typing asks the model (debounced, in the worker); Next creates the job folder
+    fact = wizard.steps[1]
+    qtbot.keyClicks(fact.question, "Where did Harry Potter go to school?")
+    qtbot.keyClicks(fact.answer, "Hogwarts")
+    fact.aliases.setText("Hogwarts School")
+    qtbot.waitUntil(lambda: fact.preview is None and "asking" not in fact.current_answer.text()
+                    and fact.known.text() != "", timeout=WAIT_MS)
+    assert "Type a question" not in fact.current_answer.text()
+    fact.force.setChecked(True)  # the random tiny model knows nothing
+    screenshot(window, "wizard-2-fact")
+    qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: wizard.index == 2, timeout=WAIT_MS)
+    job = wizard.state.job
+    data = job.read()
+    assert data["fact"] == {"question": "Where did Harry Potter go to school?", "answer": "Hogwarts",
+                            "aliases": ["Hogwarts School"]}
+    assert data["model"]["id"] == "tiny" and data["force"] is True
+    assert data["settings"]["steps_per_round"] == 2000 and data["settings"]["n_paraphrases"] == 4
+
+    # 3. keep: neighbour suggestions with the model's answers; add one, save into job.json
+    keep = wizard.steps[2]
+    wait_idle(qtbot, keep)
+    suggested = keep.table.rowCount()
+    keep.table.add_row({"question": "What is the capital of France?", "answer": "Paris"})
+    screenshot(window, "wizard-3-keep")
+    qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: wizard.index == 3, timeout=5000)
+    saved_keep = job.read()["keep"]
+    assert ["What is the capital of France?", "Paris"] in saved_keep and len(saved_keep) >= 1
+    assert len(saved_keep) <= suggested + 1
+
+    # 4. anti-samples: generated in the worker, edited, a row deleted, saved back to antisamples.jsonl
+    anti = wizard.steps[3]
+    qtbot.waitUntil(lambda: anti.task is None and anti.table.rowCount() >= 2, timeout=WAIT_MS)
+    n = anti.table.rowCount()
+    assert len(job.read_rows("antisamples.jsonl")) == n
+    anti.table.item(0, 1).setText("Durmstrang")
+    anti.table.selectRow(n - 1)
+    anti.delete_selected()
+    screenshot(window, "wizard-4-antisamples")
+    qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: wizard.index == 4, timeout=5000)
+    rows = job.read_rows("antisamples.jsonl")
+    assert len(rows) == n - 1 and rows[0]["wrong_answer"] == "Durmstrang"
+    assert "provenance" in rows[0] and "id" in rows[0]  # hidden columns survive the edit
+
+    # 5. training: live chart points, Cancel, then Resume from the checkpoint
+    train = wizard.steps[4]
+    assert not wizard.next_btn.isEnabled()
+    qtbot.mouseClick(train.start_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(train.loss_chart.points("forget loss")) >= 5, timeout=WAIT_MS)
+    assert not wizard.back_btn.isEnabled()
+    qtbot.keyClick(window, Qt.Key.Key_Escape)  # Esc cancels, like the Cancel button
+    wait_idle(qtbot, train)
+    assert job.read()["status"] in ("cancelled", "interrupted")
+    assert train.start_btn.text() == "Resume training" and train.start_btn.isEnabled()
+    assert not train.done
+    checkpoints = list(job.checkpoints_dir.glob("*"))
+    assert checkpoints, "training left no checkpoint to resume from"
+    # A short round so the resumed run ends soon: the next steps come after the checkpoint.
+    job.update(settings={**job.read()["settings"], "steps_per_round": int(job.read()["step"]) + 3})
+    points_before = len(train.loss_chart.points("forget loss"))
+    qtbot.mouseClick(train.start_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: train.task is None, timeout=WAIT_MS)
+    assert not errors, errors
+    assert train.done and job.read()["status"] == "done"
+    assert len(train.loss_chart.points("forget loss")) >= points_before
+    assert train.round_chart.points("efficacy (forgotten)"), "no probe round was plotted"
+    assert job.has_adapters
+    screenshot(window, "wizard-5-training")
+    qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
+
+    # 6. results: before/after from report.json
+    results = wizard.steps[5]
+    assert wizard.index == 5
+    report = job.read_report()
+    assert results.table.rowCount() == len(report["before_after"]) > 0
+    screenshot(window, "wizard-6-results")
+    qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
+
+    # 7. export: adapters and a fused model, into a folder picked in the (patched) dialog
+    export = wizard.steps[6]
+    assert wizard.index == 6
+    out = tmp_path / "exports"
+    out.mkdir()
+    monkeypatch.setattr("unstar_gui.ui.pages.forget_steps.QFileDialog.getExistingDirectory",
+                        lambda *a, **k: str(out))
+    qtbot.mouseClick(export.adapters_btn, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, export)
+    adapter_dir = out / f"{job.dir.name}-adapters"
+    assert (adapter_dir / "adapters.safetensors").exists() and (adapter_dir / "adapter_config.json").exists()
+    qtbot.mouseClick(export.fused_btn, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, export)
+    fused = out / f"{job.dir.name}-fused"
+    assert (fused / "config.json").exists() and list(fused.glob("*.safetensors"))
+    assert not errors, errors
+    screenshot(window, "wizard-7-export")
+
+    # Finish lands on Jobs, which lists the job as done; Chat compares base and unlearned answers
+    qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is window.jobs_page
+    jobs = window.jobs_page.table.rows()
+    assert [r["status"] for r in jobs] == ["done"] and "Harry Potter" in jobs[0]["fact"]
+    screenshot(window, "page-jobs")
+
+    window.show_page(PAGES.index("Chat"))
+    chat = window.chat_page
+    assert chat.job_combo.currentData() == str(job.dir)
+    chat.prompt.setText("Where did Harry Potter go to school?")
+    qtbot.mouseClick(chat.ask_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: chat.task is None, timeout=WAIT_MS)
+    assert chat.base_out.toPlainText() not in ("", "…") and chat.unlearned_out.toPlainText() not in ("", "…")
+    screenshot(window, "page-chat")
+    assert not errors, errors
+
+    # Reopening the finished job from Jobs shows its results again
+    window.jobs_page.table.selectRow(0)
+    window.jobs_page.reopen()
+    assert window.stack.currentWidget() is wizard and wizard.index == 5
+    assert wizard.steps[5].table.rowCount() == len(report["before_after"])
+
+
+def test_interrupted_job_resumes_from_jobs_page(qtbot, window, tiny_model, monkeypatch):
+    """A job killed mid-training shows as resumable on Jobs; Resume finishes it in the wizard."""
+    errors = patch_dialogs(monkeypatch)
+    from unstar_gui.engine.pipeline import ForgetRequest, ForgetSettings, create_forget_job
+
+    settings = ForgetSettings(**{**SMALL_JOB, "max_rounds": 1, "steps_per_round": 4})
+    job = create_forget_job(ForgetRequest("Where did Harry Potter go to school?", "Hogwarts", model="tiny",
+                                          settings=settings, force=True))
+    job.set_status("interrupted")
+    window.show_page(PAGES.index("Jobs"))
+    page = window.jobs_page
+    assert page.table.rows()[0]["status"] == "interrupted"
+    page.table.selectRow(0)
+    assert page.resume_btn.isEnabled()
+    qtbot.mouseClick(page.resume_btn, Qt.MouseButton.LeftButton)
+    wizard = window.forget_page
+    train = wizard.steps[4]
+    assert window.stack.currentWidget() is wizard and wizard.current is train
+    qtbot.waitUntil(lambda: train.task is None, timeout=WAIT_MS)
+    assert not errors, errors
+    assert job.read()["status"] == "done" and train.done and wizard.next_btn.isEnabled()
+
+    # delete, with the (patched) confirmation
+    window.show_page(PAGES.index("Jobs"))
+    page.table.selectRow(0)
+    page.delete()
+    assert page.table.rowCount() == 0 and not job.dir.exists()
+
+
+# pages -----------------------------------------------------------------------------------------------------------------
+def test_every_page_has_content(qtbot, window, tiny_model, monkeypatch):
+    patch_dialogs(monkeypatch)
+    qtbot.waitUntil(lambda: "detecting" not in window.backend_label.text(), timeout=WAIT_MS)
+    assert window.backend_label.text().startswith("Backend: ")
+    assert window.memory_label.text().startswith("Memory: ")
+    for name in PAGES:
+        qtbot.keyClick(window, Qt.Key(Qt.Key.Key_1 + PAGES.index(name)), Qt.KeyboardModifier.ControlModifier)
+        assert window.stack.currentIndex() == PAGES.index(name)
+        screenshot(window, f"page-{name.lower()}" + ("-empty" if name in ("Jobs", "Chat") else ""))
+    models = window.models_page.table.rows()
+    assert any(r["id"] == "tiny" and r["installed"] for r in models)
+    assert any(not r["installed"] for r in models), "the catalog's downloadable models are listed"
+    assert "free in" in window.models_page.disk_label.text()
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert window.stack.currentWidget() is window.forget_page and window.forget_page.index == 0
+
+
+def test_models_page_import_and_remove(qtbot, window, tiny_model_dir, monkeypatch):
+    errors = patch_dialogs(monkeypatch)
+    page = window.models_page
+    window.show_page(PAGES.index("Models"))
+    page.import_path(tiny_model_dir)  # what a drop or the folder dialog does
+    qtbot.waitUntil(lambda: page.busy_task is None, timeout=WAIT_MS)
+    assert not errors, errors
+    store = window.services.store()
+    imported = [r for r in store.list() if r.source.startswith("folder:")]
+    assert len(imported) == 1
+    rows = page.table.rows()
+    index = next(i for i, r in enumerate(rows) if r["id"] == imported[0].id)
+    page.table.selectRow(index)
+    assert page.remove_btn.isEnabled()
+    page.remove_selected()
+    qtbot.waitUntil(lambda: page.busy_task is None, timeout=WAIT_MS)
+    assert not store.has(imported[0].id)
+    assert tiny_model_dir.exists()  # registered in place: the user's folder is not deleted
+
+
+def test_settings_save_and_reset(qtbot, window):
+    page = window.settings_page
+    window.show_page(PAGES.index("Settings"))
+    page.token.setText("hf_test")
+    page.training.fields["rank"].setValue(4)
+    page.training.fields["max_rounds"].setValue(5)
+    page.save()
+    saved = window.services.store().load_settings()
+    assert saved["hf_token"] == "hf_test" and saved["training"]["rank"] == 4
+    window.forget_page.reset()  # a new job starts from the saved defaults
+    assert window.forget_page.steps[0].training.fields["max_rounds"].value() == 5
+    page.reset_defaults()
+    assert page.training.fields["rank"].value() == 8
+    page.save()
+    assert window.services.store().load_settings()["training"]["rank"] == 8
+
+
+# errors ----------------------------------------------------------------------------------------------------------------
+def test_failed_task_shows_error_dialog_with_details(qtbot, window, monkeypatch):
+    shown = patch_dialogs(monkeypatch)
+
+    def fails(ctx):
+        raise InvalidInput("The question is empty.", "Type a question first.")
+
+    window.services.worker.submit(fails, name="forced failure")
+    qtbot.waitUntil(lambda: bool(shown), timeout=WAIT_MS)
+    info = shown[0]
+    assert info.message == "The question is empty." and info.hint == "Type a question first."
+    assert "InvalidInput" in info.details and "fails" in info.details
+
+    dialog = dialogs.ErrorDialog(info, window)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert not dialog.details.isVisible()
+    dialog.toggle.click()
+    assert dialog.details.isVisible() and "Traceback" in dialog.details.toPlainText()
+    dialog.resize(700, 450)
+    screenshot(dialog, "dialog-error")
+
+
+def test_wizard_failure_reaches_a_dialog_and_stays_on_step(qtbot, window, tiny_model, monkeypatch):
+    """A model that vanished: creating the job fails in the worker; the dialog says so and nothing is saved."""
+    shown = patch_dialogs(monkeypatch)
+    wizard = window.forget_page
+    wizard.steps[0].save_draft()
+    wizard.state.model_id = "no-such-model"
+    wizard.go(1)
+    wizard.steps[1].question.setText("Where did Harry Potter go to school?")
+    wizard.steps[1].answer.setText("Hogwarts")
+    wizard.next()
+    qtbot.waitUntil(lambda: len([i for i in shown if "no-such-model" in i.message]) > 0, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: wizard.next_btn.isEnabled(), timeout=WAIT_MS)
+    assert wizard.index == 1 and wizard.state.job is None
+
+
+# the worker ------------------------------------------------------------------------------------------------------------
+def test_worker_cancel_drops_stale_results_and_keeps_event_order(qtbot):
+    worker = MlxWorker()
+    try:
+        got: dict[str, list] = {"events": [], "results": [], "cancelled": [], "done": []}
+
+        def slow(ctx):
+            for i in range(10_000):
+                time.sleep(0.002)
+                yield Progress("test", i, 10_000)
+            return "too late"
+
+        handle = worker.submit(slow, on_event=got["events"].append, on_result=got["results"].append,
+                               on_cancelled=lambda: got["cancelled"].append(True),
+                               on_done=lambda: got["done"].append(True))
+        qtbot.waitUntil(lambda: len(got["events"]) >= 3, timeout=WAIT_MS)
+        handle.cancel()
+        qtbot.waitUntil(lambda: bool(got["done"]), timeout=WAIT_MS)
+        assert got["cancelled"] == [True] and got["results"] == []
+        seen = [e.done for e in got["events"]]
+        assert seen == sorted(seen) and seen == list(range(len(seen)))
+
+        # the next task runs normally; its events all land before its result
+        order: list = []
+
+        def chatty(ctx):
+            for i in range(500):
+                yield Log(str(i))
+            return 42
+
+        worker.submit(chatty, on_event=lambda e: order.append(int(e.message)), on_result=lambda v: order.append(v))
+        qtbot.waitUntil(lambda: bool(order) and order[-1] == 42, timeout=WAIT_MS)
+        assert order == list(range(500)) + [42]
+
+        # a value task; a discarded task never calls back
+        values: list = []
+        worker.submit(lambda ctx: sys.version_info[0], on_result=values.append)
+        gone = worker.submit(lambda ctx: "stale", on_result=values.append)
+        gone.discard()
+        qtbot.waitUntil(lambda: worker.idle, timeout=WAIT_MS)
+        assert values == [3]
+    finally:
+        assert worker.stop()

@@ -1,0 +1,88 @@
+"""`unstar forget`: make a model forget one fact (UNSTAR), with live progress; `--resume DIR` continues a job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine.errors import InvalidInput
+from .common import add_json_flag, drive, print_json
+
+# CLI flag -> ForgetSettings field, for the settings a person is likely to tune.
+_SETTING_FLAGS = {"seed": "seed", "max_rounds": "max_rounds", "steps": "steps_per_round", "rank": "rank",
+                  "layers": "num_layers", "lr": "learning_rate", "retain_weight": "retain_weight",
+                  "retain_loss": "retain_loss", "method": "method"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "forget", help="make a model forget one fact",
+        description="Make a model forget one fact with UNSTAR anti-samples (LoRA), keeping the facts around it. "
+                    "Writes a job folder with the adapter (mlx-lm format), samples, metrics and report.json.")
+    p.add_argument("--model", default=None, help="model id (default: the default model)")
+    p.add_argument("--question", "-q", default=None, help='the question, e.g. "Where did Harry Potter go to school?"')
+    p.add_argument("--answer", "-a", default=None, help='the answer to forget, e.g. "Hogwarts"')
+    p.add_argument("--alias", action="append", default=[], help="another way of writing the answer (repeatable)")
+    p.add_argument("--keep", action="append", default=[], metavar='"Q => A"',
+                   help="a fact that must stay (repeatable)")
+    p.add_argument("--out", default=None, help="job folder (default: a new folder under the data folder's jobs/)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-rounds", type=int, default=None, help="self-taught rounds at most (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per round")
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank")
+    p.add_argument("--layers", type=int, default=None, help="LoRA on the last N blocks (-1 = all)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--retain-weight", type=float, default=None, help="weight of the retain term")
+    p.add_argument("--retain-loss", choices=("ce", "kl"), default=None,
+                   help="retain term: cross-entropy on the base answers (ce) or KL to the base logits (kl)")
+    p.add_argument("--method", default=None, help="unlearning method (default unstar)")
+    p.add_argument("--force", action="store_true", help="unlearn even if the model doesn't seem to know the fact")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped job from its last checkpoint")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_forget)
+
+
+def request_from_args(args: argparse.Namespace):
+    from pathlib import Path
+
+    from ..engine.pipeline import ForgetRequest, ForgetSettings, parse_keep
+
+    if args.question is None or args.answer is None:
+        raise InvalidInput("--question and --answer are needed.",
+                           'e.g. unstar forget --question "Where did Harry Potter go to school?" --answer Hogwarts')
+    settings = ForgetSettings()
+    for flag, name in _SETTING_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(settings, name, value)
+    return ForgetRequest(question=args.question, answer=args.answer, aliases=list(args.alias),
+                         keep=[parse_keep(k) for k in args.keep], model=args.model, settings=settings,
+                         out_dir=Path(args.out) if args.out else None, force=args.force)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from ..engine.events import Finished
+    from ..engine.pipeline import create_forget_job, resume_forget, run_job
+
+    if args.resume:
+        job_dir = args.resume
+        events = resume_forget(job_dir)
+    else:
+        job = create_forget_job(request_from_args(args))
+        job_dir = str(job.dir)
+        if not args.json:
+            print(f"job folder: {job_dir}")
+        events = run_job(job)
+    try:
+        last = drive(events, as_json=args.json)
+    except KeyboardInterrupt:
+        events.close()  # the job marks itself interrupted
+        print(f"\ninterrupted: partial work is kept. Resume with: unstar forget --resume {job_dir}", file=sys.stderr)
+        return 130
+    if isinstance(last, Finished) and not args.json:
+        m = last.summary
+        print_json({"job": last.job_dir, "adapter": m.get("adapter_path"), "rounds": m.get("rounds"),
+                    "steps": m.get("steps"), "efficacy_heldout": m.get("efficacy_heldout"),
+                    "retention_neighbours": m.get("retention_neighbours"),
+                    "general_accuracy_ratio": m.get("general_accuracy_ratio"), "total_s": m.get("total_s")})
+    return 0

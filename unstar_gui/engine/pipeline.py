@@ -1,0 +1,623 @@
+"""A forget job end to end: probe -> anti-samples + retain set -> rounds of (train -> re-probe -> harder samples).
+
+Everything a job makes lands in its folder (see jobs.py) as it is made, and the trainer checkpoints every few steps,
+so `resume_forget` picks a killed job up where it stopped: samples are reused, the adapter and optimizer come back
+from the last checkpoint, and the round/step counters continue. The model is loaded once per job.
+
+Stages and their events: load -> probe (the original question first, so a fact the model doesn't know fails in
+seconds) -> paraphrases -> wrong_answers -> antisamples -> retain -> train (TrainStep, Checkpoint) -> reprobe
+(ProbeResult) -> [regenerate -> train -> reprobe]... -> report -> Finished.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .errors import Cancelled, InvalidInput, JobError, ModelNotFound, UnstarError
+from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
+from .jobs import Job, create_job, new_job_dir, open_job
+from .judge import Judge
+from .llm import LLM, LoraSettings, load_llm
+from .methods import METHODS, MethodContext, get_method
+from .store import ModelStore
+from .trainer import CancelToken, Trainer, TrainSettings, encode_pairs
+
+JOB_VERSION = 1
+ANSWER_CHUNK = 8  # questions per generate call between progress events
+RETAIN_KINDS_NEIGHBOUR = ("neighbour_subject", "neighbour_answer", "keep")
+
+__all__ = ["CancelToken", "ForgetSettings", "ForgetRequest", "parse_keep", "prepare", "create_forget_job",
+           "generate_samples", "train_rounds", "run_job", "run_forget", "resume_forget"]
+
+
+@dataclass
+class ForgetSettings:
+    rank: int = 8
+    lora_scale: float = 20.0
+    num_layers: int = 16
+    learning_rate: float = 2e-4
+    retain_weight: float = 1.0
+    retain_loss: str = "ce"  # "ce" | "kl"
+    max_rounds: int = 3
+    steps_per_round: int = 40
+    batch_size: int = 4
+    retain_batch_size: int = 4
+    max_seq_len: int = 160
+    n_paraphrases: int = 12
+    heldout_share: float = 0.34
+    n_wrong_answers: int = 6
+    n_neighbours: int = 8
+    n_general: int = 24
+    general_heldout_share: float = 0.34  # general-utility items kept out of training, to measure damage honestly
+    min_retention: float = 0.9  # a round "holds" when this share of the known neighbour facts is still right
+    probe_max_tokens: int = 48
+    checkpoint_every: int = 10
+    method: str = "unstar"
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ForgetSettings":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def lora(self) -> LoraSettings:
+        return LoraSettings(rank=self.rank, scale=self.lora_scale, num_layers=self.num_layers)
+
+    def train(self) -> TrainSettings:
+        return TrainSettings(learning_rate=self.learning_rate, batch_size=self.batch_size,
+                             retain_batch_size=self.retain_batch_size, max_seq_len=self.max_seq_len,
+                             checkpoint_every=self.checkpoint_every)
+
+
+@dataclass
+class ForgetRequest:
+    question: str
+    answer: str
+    aliases: list[str] = field(default_factory=list)
+    keep: list[tuple[str, str]] = field(default_factory=list)
+    model: str | None = None  # a model id or a registered model's folder; None = the default model
+    settings: ForgetSettings = field(default_factory=ForgetSettings)
+    out_dir: Path | None = None
+    force: bool = False  # unlearn even when the base model doesn't seem to know the fact
+
+
+def parse_keep(text: str) -> tuple[str, str]:
+    """'Who wrote Hamlet? => Shakespeare' -> (question, answer)."""
+    if "=>" not in text:
+        raise InvalidInput(f"Can't read the fact to keep '{text}'.", 'Write it as "question => answer".')
+    q, a = (part.strip() for part in text.split("=>", 1))
+    if not q or not a:
+        raise InvalidInput(f"The fact to keep '{text}' has an empty side.", 'Write it as "question => answer".')
+    return q, a
+
+
+# validation ----------------------------------------------------------------------------------------------------------
+def _check_settings(s: ForgetSettings) -> None:
+    problems = []
+    for name in ("rank", "max_rounds", "steps_per_round", "batch_size", "max_seq_len", "n_paraphrases",
+                 "n_wrong_answers", "checkpoint_every", "probe_max_tokens"):
+        if getattr(s, name) < 1:
+            problems.append(f"{name} must be at least 1")
+    if not s.learning_rate > 0:
+        problems.append("learning_rate must be positive")
+    if s.retain_weight < 0:
+        problems.append("retain_weight can't be negative")
+    if s.retain_loss not in ("ce", "kl"):
+        problems.append("retain_loss must be 'ce' or 'kl'")
+    for name in ("heldout_share", "general_heldout_share"):
+        if not 0 <= getattr(s, name) < 1:
+            problems.append(f"{name} must be in [0, 1)")
+    if s.method not in METHODS:
+        problems.append(f"method must be one of {', '.join(sorted(METHODS))}")
+    if problems:
+        raise InvalidInput("Invalid settings: " + "; ".join(problems) + ".", "Fix the values and start again.")
+
+
+def prepare(request: ForgetRequest) -> dict[str, Any]:
+    """Validate a request without touching the model; returns the job.json fields it would start with."""
+    question = (request.question or "").strip()
+    answer = (request.answer or "").strip()
+    if not question:
+        raise InvalidInput("The question is empty.",
+                           'Type the question whose answer the model should forget, e.g. "Where did Harry Potter '
+                           'go to school?".')
+    if not answer:
+        raise InvalidInput("The answer is empty.", 'Type the answer the model should forget, e.g. "Hogwarts".')
+    aliases = [a.strip() for a in request.aliases if a and a.strip() and a.strip() != answer]
+    keep = [(q.strip(), a.strip()) for q, a in request.keep]
+    for q, a in keep:
+        if not q or not a:
+            raise InvalidInput("A fact to keep has an empty question or answer.", 'Write it as "question => answer".')
+    _check_settings(request.settings)
+    record = ModelStore().resolve(request.model)  # ModelNotFound lists the installed models
+    if not (Path(record.path) / "config.json").exists():
+        raise ModelNotFound(f"The files of model '{record.id}' are missing ({record.path}).",
+                            "Re-import the model (`unstar models import`) or remove it (`unstar models remove`).")
+    return {
+        "fact": {"question": question, "answer": answer, "aliases": aliases},
+        "keep": [list(k) for k in keep],
+        "model": {"id": record.id, "path": str(Path(record.path).resolve()), "source": record.source,
+                  "revision": record.revision, "architecture": record.architecture,
+                  "quantization": record.quantization},
+        "settings": asdict(request.settings),
+        "method": request.settings.method,
+        "seed": request.settings.seed,
+        "force": bool(request.force),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import mlx.core as mx
+    import mlx_lm
+
+    from .. import __version__
+
+    return {"unstar": __version__, "mlx": mx.__version__, "mlx_lm": mlx_lm.__version__}
+
+
+def create_forget_job(request: ForgetRequest) -> Job:
+    data = prepare(request)
+    directory = Path(request.out_dir) if request.out_dir else new_job_dir(ModelStore(), data["fact"]["question"])
+    data.update(version=JOB_VERSION, status="created", versions=_versions(), stage="created", round=0, step=0,
+                error=None, rounds=[], timing={})
+    return create_job(directory, data)
+
+
+# small helpers ---------------------------------------------------------------------------------------------------------
+def _fact(data: dict[str, Any]):
+    from .antisamples import Fact
+
+    f = data["fact"]
+    return Fact(question=f["question"], answer=f["answer"], aliases=list(f.get("aliases", [])))
+
+
+def _judge(data: dict[str, Any]) -> Judge:
+    return Judge(data["fact"]["answer"], tuple(data["fact"].get("aliases", [])))
+
+
+def _settings(data: dict[str, Any]) -> ForgetSettings:
+    return ForgetSettings.from_dict(data.get("settings", {}))
+
+
+def _add_timing(job: Job, stage: str, seconds: float) -> None:
+    data = job.read()
+    timing = dict(data.get("timing") or {})
+    timing[f"{stage}_s"] = round(timing.get(f"{stage}_s", 0.0) + seconds, 2)
+    job.update(timing=timing)
+
+
+def _answers(llm: LLM, questions: Sequence[str], max_tokens: int, stage: str,
+             cancel: CancelToken) -> Iterator[Event]:
+    """Greedy answers in chunks, with progress between chunks; the list is the generator's return value."""
+    out: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(questions), ANSWER_CHUNK):
+        cancel.check()
+        out += llm.answer(list(questions[i:i + ANSWER_CHUNK]), max_tokens=max_tokens)
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / len(out) * (len(questions) - len(out))
+        yield Progress(stage, len(out), len(questions), "answers", eta)
+    return out
+
+
+def _known_retain(row: dict[str, Any], answer: str) -> bool:
+    reference = (row.get("reference") or row.get("target") or "").strip()
+    return bool(reference) and Judge(reference).contains(answer)
+
+
+def _share(flags: Sequence[bool], empty: float = 1.0) -> float:
+    return sum(flags) / len(flags) if flags else empty
+
+
+def _retain_weight(s: ForgetSettings, rounds: Sequence[dict[str, Any]]) -> float:
+    """The retain weight doubles after every round whose retention did not hold."""
+    return s.retain_weight * 2 ** sum(1 for r in rounds if not r.get("retention_holds", True))
+
+
+# stage 1-2: probes, anti-samples, retain set ---------------------------------------------------------------------------
+def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Iterator[Event]:
+    """Probe the base model and write probes.jsonl, antisamples.jsonl and retain.jsonl (skipped when done before)."""
+    from .antisamples import Paraphrase, build_antisamples, build_retain_set, paraphrase_questions, wrong_answers
+
+    cancel = cancel or CancelToken()
+    data = job.read()
+    if data.get("samples_ready"):
+        yield Log("Reusing the probes, anti-samples and retain set made before.")
+        return
+    t0 = time.perf_counter()
+    s = _settings(data)
+    fact, judge = _fact(data), _judge(data)
+    relay = _Relay()
+
+    job.update(stage="probe")
+    yield StageStarted("probe", "Asking the base model the question")
+    original_answer = llm.answer([fact.question], max_tokens=s.probe_max_tokens)[0]
+    original_known = judge.contains(original_answer)
+    if not original_known:
+        shown = original_answer if len(original_answer) <= 200 else original_answer[:200] + "..."
+        if not data.get("force"):
+            raise InvalidInput(
+                f"The model doesn't seem to know this fact: asked \"{fact.question}\", it answered \"{shown}\", "
+                f"which doesn't mention \"{fact.answer}\".",
+                "Add an alias for the way the model names the answer (--alias), rephrase the question, "
+                "or pass --force to unlearn anyway.")
+        yield Log(f"The base model answered \"{shown}\" without the answer; going on because of --force.",
+                  "warning")
+
+    yield StageStarted("paraphrases", f"Writing {s.n_paraphrases} paraphrases of the question")
+    paraphrases = paraphrase_questions(llm, fact, judge, s.n_paraphrases, s.seed, progress=relay.progress(
+        "paraphrases"), cancel=cancel)
+    yield from relay.drain()
+    cancel.check()
+    yield SamplesReady("paraphrases", len(paraphrases))
+
+    answers = yield from _answers(llm, [p.text for p in paraphrases], s.probe_max_tokens, "probe", cancel)
+    order = list(range(len(paraphrases)))
+    random.Random(f"{s.seed}:heldout").shuffle(order)
+    n_heldout = round(len(paraphrases) * s.heldout_share) if len(paraphrases) > 1 else 0
+    heldout = set(order[:n_heldout])
+    probes = [{"question": fact.question, "style": "original", "split": "original", "base_answer": original_answer,
+               "known": original_known}]
+    for i, (p, a) in enumerate(zip(paraphrases, answers)):
+        probes.append({"question": p.text, "style": p.style, "split": "heldout" if i in heldout else "train",
+                       "base_answer": a, "known": judge.contains(a)})
+    job.write_rows("probes.jsonl", probes)
+    known = sum(p["known"] for p in probes)
+    yield SamplesReady("probes", len(probes))
+    yield Log(f"The base model gives the answer on {known} of {len(probes)} probes "
+              f"({n_heldout} paraphrases held out for evaluation).")
+
+    yield StageStarted("wrong_answers", f"Finding {s.n_wrong_answers} wrong answers")
+    wrongs = wrong_answers(llm, fact, judge, s.n_wrong_answers, s.seed, progress=relay.progress("wrong_answers"),
+                           cancel=cancel)
+    yield from relay.drain()
+    cancel.check()
+    yield SamplesReady("wrong_answers", len(wrongs))
+
+    yield StageStarted("rationales", "Writing misleading rationales")
+    train_paras = [Paraphrase(fact.question, "direct", {"source": "user"})] + [
+        p for i, p in enumerate(paraphrases) if i not in heldout]
+    anti = build_antisamples(llm, fact, train_paras, wrongs, judge, s.seed, round=0,
+                             progress=relay.progress("rationales"), cancel=cancel)
+    yield from relay.drain()
+    cancel.check()
+    job.write_rows("antisamples.jsonl", [dict(asdict(a), round=0, id=i) for i, a in enumerate(anti)])
+    yield SamplesReady("antisamples", len(anti))
+
+    yield StageStarted("retain", "Collecting facts to keep")
+    items = build_retain_set(llm, fact, judge, keep=[tuple(k) for k in data.get("keep", [])],
+                             n_neighbours=s.n_neighbours, n_general=s.n_general, seed=s.seed,
+                             progress=relay.progress("retain"), cancel=cancel)
+    yield from relay.drain()
+    cancel.check()
+    rows = [asdict(it) for it in items]
+    # Neighbour and general targets are the base model's own answers already; keep-facts carry the user's answer,
+    # so ask the base model those to know whether it knew them.
+    ask = [i for i, r in enumerate(rows) if r["kind"] == "keep"]
+    asked = yield from _answers(llm, [rows[i]["question"] for i in ask], s.probe_max_tokens, "retain", cancel)
+    base_answers = {i: a for i, a in zip(ask, asked)}
+    general = [i for i, r in enumerate(rows) if r["kind"] == "general"]
+    random.Random(f"{s.seed}:general").shuffle(general)
+    general_heldout = set(general[:round(len(general) * s.general_heldout_share)])
+    for i, r in enumerate(rows):
+        r["base_answer"] = base_answers.get(i, r["target"])
+        r["known"] = _known_retain(r, r["base_answer"])
+        r["split"] = "heldout" if i in general_heldout else "train"
+    job.write_rows("retain.jsonl", rows)
+    yield SamplesReady("retain", len(rows))
+    _add_timing(job, "samples", time.perf_counter() - t0)
+    job.update(samples_ready=True, samples_round=0, stage="train")
+
+
+class _Relay:
+    """Turns the sample builders' progress callbacks into Progress events, yielded after each call returns."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def progress(self, stage: str):
+        def callback(done: int, total: int, message: str = "") -> None:
+            self.pending[:] = [Progress(stage, done, total, message)]  # only the latest matters
+
+        return callback
+
+    def drain(self) -> Iterator[Event]:
+        events, self.pending = self.pending, []
+        yield from events
+
+
+# stage 3-5: rounds -----------------------------------------------------------------------------------------------------
+def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Iterator[Event]:
+    """Train -> re-probe -> harder samples for still-known probes, until forgotten and retained or out of rounds.
+
+    Continues from the job's last checkpoint when there is one. Leaves the trained adapter attached to `llm` and
+    writes it to adapters/.
+    """
+    cancel = cancel or CancelToken()
+    data = job.read()
+    s = _settings(data)
+    method = get_method(s.method)
+    fact = data["fact"]
+    rounds: list[dict[str, Any]] = list(data.get("rounds") or [])
+    method.prepare(MethodContext(fact["question"], fact["answer"], fact.get("aliases", ()),
+                                 retain_weight=_retain_weight(s, rounds), retain_loss=s.retain_loss))
+    trainer = Trainer(llm, method, s.train(), seed=s.seed)
+    ckpt = Trainer.latest_checkpoint(job.checkpoints_dir)
+    if ckpt is not None:
+        trainer.restore(ckpt)
+        r, step = int(ckpt["round"]), int(ckpt["step"])
+        yield Log(f"Resuming from the checkpoint at round {r}, step {step}.")
+    else:
+        trainer.attach(s.lora())
+        r, step = 0, 0
+    retain_rows = [row for row in job.read_rows("retain.jsonl") if row.get("split") != "heldout"]
+    retain_ex = encode_pairs(llm, [(row["question"], row["target"]) for row in retain_rows], s.max_seq_len)
+
+    while r < s.max_rounds:
+        if step < s.steps_per_round:
+            anti = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) <= r]
+            forget_ex = encode_pairs(llm, method.forget_pairs(anti), s.max_seq_len)
+            if not forget_ex:
+                raise JobError("No anti-samples to train on.", "Delete the job and start it again.")
+            job.update(stage="train", round=r, step=step)
+            yield StageStarted("train", f"Training on {len(forget_ex)} anti-samples and {len(retain_ex)} retain "
+                                        f"items, {s.steps_per_round} steps", round=r)
+            t0 = time.perf_counter()
+            try:
+                for ev in trainer.train_round(forget_ex, retain_ex, r, s.steps_per_round, start_step=step,
+                                              cancel=cancel, checkpoint_root=job.checkpoints_dir):
+                    if isinstance(ev, TrainStep):
+                        job.append_metric(ev.to_dict())
+                    elif isinstance(ev, Checkpoint):
+                        job.update(round=ev.round, step=ev.step)
+                    yield ev
+            finally:
+                _add_timing(job, "train", time.perf_counter() - t0)
+            step = s.steps_per_round
+        if len(rounds) <= r:
+            job.update(stage="reprobe")
+            result = yield from _probe_round(job, llm, r, s, cancel)
+            summary = {k: v for k, v in result.items() if k != "answers"}
+            rounds.append(summary)
+            job.update(rounds=rounds)
+        summary = rounds[r]
+        if summary["efficacy_train"] >= 1.0 and summary["retention_holds"]:
+            yield Log(f"Round {r}: every probe forgotten and retention holds; stopping.")
+            break
+        if r + 1 >= s.max_rounds:
+            yield Log(f"Round budget spent ({s.max_rounds}); keeping the last adapter.", "warning")
+            break
+        if not summary["retention_holds"]:
+            method.ctx.retain_weight = _retain_weight(s, rounds)
+            yield Log(f"Retention fell to {summary['retention']:.0%}; retain weight now "
+                      f"{method.ctx.retain_weight:g}.", "warning")
+        if int(job.read().get("samples_round", 0)) < r + 1:
+            yield from _regenerate(job, llm, r + 1, s, cancel)
+        r, step = r + 1, 0
+        job.update(round=r, step=0)
+    job.update(stage="save")
+    llm.save_adapter(job.adapters_dir)
+    yield Log(f"Adapter written to {job.adapters_dir}.")
+
+
+def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
+    """Re-ask every probe and retain question with the adapter on; returns (and yields) the ProbeResult dict."""
+    t0 = time.perf_counter()
+    data = job.read()
+    judge = _judge(data)
+    probes = job.read_rows("probes.jsonl")
+    retain = job.read_rows("retain.jsonl")
+    yield StageStarted("reprobe", f"Re-asking {len(probes)} probes and {len(retain)} retain questions", round=r)
+    questions = [p["question"] for p in probes] + [row["question"] for row in retain]
+    answers = yield from _answers(llm, questions, s.probe_max_tokens, "reprobe", cancel)
+    rows = []
+    for p, a in zip(probes, answers[:len(probes)]):
+        leak = judge.contains(a)
+        rows.append({"question": p["question"], "split": p["split"], "kind": "probe", "answer": a,
+                     "known_before": p["known"], "leaks_after": leak})
+    for row, a in zip(retain, answers[len(probes):]):
+        kept = _known_retain(row, a)
+        rows.append({"question": row["question"], "split": row.get("split", "train"), "kind": row["kind"],
+                     "answer": a, "known_before": row["known"], "kept_after": kept})
+
+    def forgotten(splits):
+        return [not x["leaks_after"] for x in rows if x["kind"] == "probe" and x["split"] in splits
+                and x["known_before"]]
+
+    def kept(kinds, splits=("train", "heldout")):
+        return [x["kept_after"] for x in rows if x["kind"] in kinds and x["split"] in splits and x["known_before"]]
+
+    all_forgotten = forgotten(("original", "train", "heldout"))
+    retention = _share(kept(RETAIN_KINDS_NEIGHBOUR))
+    retention_general = _share(kept(("general",), ("heldout",)), _share(kept(("general",))))
+    event = ProbeResult(round=r, efficacy=_share(all_forgotten), retention=retention,
+                        forgotten=sum(all_forgotten), total=len(all_forgotten), answers=rows)
+    job.append_metric(event.to_dict())
+    yield event
+    result = event.to_dict()
+    result.update(
+        efficacy_train=_share(forgotten(("original", "train"))),
+        efficacy_heldout=_share(forgotten(("heldout",))),
+        retention_neighbours=retention,
+        retention_general=retention_general,
+        retention_general_train=_share(kept(("general",), ("train",))),
+        retention_holds=retention >= s.min_retention and retention_general >= 0.95,
+        steps=s.steps_per_round * (r + 1),
+        probe_s=round(time.perf_counter() - t0, 2),
+    )
+    _add_timing(job, "reprobe", time.perf_counter() - t0)
+    return result
+
+
+def _regenerate(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
+    """Fresh, harder anti-samples for the training probes the model still answers (written by the base model)."""
+    from .antisamples import Paraphrase, build_antisamples, paraphrase_questions, wrong_answers
+
+    t0 = time.perf_counter()
+    data = job.read()
+    fact, judge = _fact(data), _judge(data)
+    last = [row for row in job.read_rows("metrics.jsonl") if row.get("event") == "ProbeResult"][-1]
+    still = [a for a in last["answers"] if a["kind"] == "probe" and a["split"] in ("original", "train")
+             and a["leaks_after"]]
+    rows = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) < r]
+    if still:
+        yield StageStarted("regenerate", f"{len(still)} probes still give the answer: writing harder anti-samples",
+                           round=r)
+        relay = _Relay()
+        avoid = [p["question"] for p in job.read_rows("probes.jsonl")] + [row["question"] for row in rows]
+        with llm.base_model():
+            fresh = paraphrase_questions(llm, fact, judge, max(4, 2 * len(still)), s.seed + r, round=r,
+                                         avoid=avoid, progress=relay.progress("paraphrases"), cancel=cancel)
+            cancel.check()
+            wrongs = wrong_answers(llm, fact, judge, s.n_wrong_answers, s.seed + r, round=r,
+                                   progress=relay.progress("wrong_answers"), cancel=cancel)
+            cancel.check()
+            paras = [Paraphrase(a["question"], "still_known", {"source": "probe still known", "round": r})
+                     for a in still] + list(fresh)
+            anti = build_antisamples(llm, fact, paras, wrongs, judge, s.seed + r, round=r,
+                                     progress=relay.progress("rationales"), cancel=cancel)
+        yield from relay.drain()
+        cancel.check()
+        start = max((row.get("id", -1) for row in rows), default=-1) + 1
+        rows += [dict(asdict(a), round=r, id=start + i) for i, a in enumerate(anti)]
+        job.write_rows("antisamples.jsonl", rows)
+        yield SamplesReady("antisamples", len(anti), round=r)
+    job.update(samples_round=r)
+    _add_timing(job, "regenerate", time.perf_counter() - t0)
+
+
+# report --------------------------------------------------------------------------------------------------------------
+def _peak_memory() -> dict[str, int]:
+    import mlx.core as mx
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_bytes = rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB, macOS bytes
+    return {"mlx_peak_bytes": int(mx.get_peak_memory()), "max_rss_bytes": int(rss_bytes)}
+
+
+def _write_report(job: Job) -> dict[str, Any]:
+    data = job.read()
+    rounds = data.get("rounds") or []
+    last = [row for row in job.read_rows("metrics.jsonl") if row.get("event") == "ProbeResult"][-1]
+    probes = {p["question"]: p for p in job.read_rows("probes.jsonl")}
+    retain = {r["question"]: r for r in job.read_rows("retain.jsonl")}
+    before_after = []
+    for a in last["answers"]:
+        src = probes.get(a["question"]) if a["kind"] == "probe" else retain.get(a["question"])
+        row = {"question": a["question"], "split": a["split"], "kind": a["kind"],
+               "before": (src or {}).get("base_answer", ""), "after": a["answer"], "known_before": a["known_before"]}
+        if a["kind"] == "probe":
+            row["leaks_after"] = a["leaks_after"]
+        else:
+            row["kept_after"] = a["kept_after"]
+            row["reference"] = (src or {}).get("reference", "")
+        before_after.append(row)
+    final = rounds[-1]
+    general = [x for x in before_after if x["kind"] == "general" and x["split"] == "heldout"] or [
+        x for x in before_after if x["kind"] == "general"]
+    acc_base = _share([x["known_before"] for x in general], 0.0)
+    acc_after = _share([x["kept_after"] for x in general], 0.0)
+    metrics = {
+        "efficacy_heldout": final["efficacy_heldout"],
+        "efficacy_train": final["efficacy_train"],
+        "efficacy": final["efficacy"],
+        "retention_neighbours": final["retention_neighbours"],
+        "retention_general": final["retention_general"],
+        "general_accuracy_base": acc_base,
+        "general_accuracy_after": acc_after,
+        "general_accuracy_ratio": acc_after / acc_base if acc_base else 1.0,
+        "rounds": len(rounds),
+        "steps": final["steps"],
+        "probes_known": sum(1 for p in probes.values() if p["known"]),
+        "probes_total": len(probes),
+    }
+    timing = dict(data.get("timing") or {})
+    report = {
+        "fact": data["fact"], "keep": data.get("keep", []), "model": data["model"],
+        "base_model_path": data["model"]["path"], "adapter_path": str(job.adapters_dir),
+        "method": data["method"], "settings": data["settings"], "seed": data["seed"],
+        "versions": data.get("versions", {}), "rounds": rounds, "before_after": before_after, "metrics": metrics,
+        "timing": timing, "memory": _peak_memory(), "evaluation": (job.read_report() or {}).get("evaluation", {}),
+    }
+    job.write_report(report)
+    return report
+
+
+def _run_evaluation(job: Job, llm: LLM, cancel: CancelToken) -> Iterator[Event]:
+    """Hook for the evaluation suite (engine/evaluate.evaluate_job); the lead wires it in. Yields its events."""
+    return iter(())
+
+
+# the job -------------------------------------------------------------------------------------------------------------
+def _load(job: Job, llm: LLM | None) -> Iterator[Event]:
+    data = job.read()
+    path = Path(data["model"]["path"])
+    if llm is None:
+        yield StageStarted("load", f"Loading {data['model']['id']}")
+        t0 = time.perf_counter()
+        if not (path / "config.json").exists():
+            raise ModelNotFound(f"The model this job was made with is gone ({path}).",
+                                "Re-import it at the same place, or start a new job.")
+        llm = load_llm(path, model_id=data["model"]["id"])
+        _add_timing(job, "load", time.perf_counter() - t0)
+    if llm.lora is not None:  # a model reused from an earlier job: start from the base weights
+        llm.detach_lora()
+    return llm
+
+
+def run_job(job: Job, cancel: CancelToken | None = None, llm: LLM | None = None) -> Iterator[Event]:
+    """Run (or continue) the job in a folder made by create_forget_job; ends with Finished."""
+    import mlx.core as mx
+
+    cancel = cancel or CancelToken()
+    t0 = time.perf_counter()
+    mx.reset_peak_memory()
+    job.set_status("running", error=None)
+    try:
+        llm = yield from _load(job, llm)
+        yield from generate_samples(job, llm, cancel)
+        yield from train_rounds(job, llm, cancel)
+        job.update(stage="evaluate")
+        _add_timing(job, "total", time.perf_counter() - t0)
+        _write_report(job)
+        yield from _run_evaluation(job, llm, cancel)
+        report = _write_report(job)
+        job.set_status("done", stage="done")
+        summary = dict(report["metrics"], adapter_path=report["adapter_path"],
+                       total_s=report["timing"].get("total_s", 0.0), **report["memory"])
+        yield Finished(str(job.dir), summary)
+    except Cancelled as exc:
+        job.set_status("cancelled", error=exc.message)
+        raise
+    except (KeyboardInterrupt, GeneratorExit):
+        job.set_status("interrupted", error="Interrupted before it finished.")
+        raise
+    except UnstarError as exc:
+        job.set_status("failed", error=str(exc))
+        raise
+    except Exception as exc:
+        job.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def run_forget(request: ForgetRequest, cancel: CancelToken | None = None, llm: LLM | None = None
+               ) -> Iterator[Event]:
+    """A whole forget job; yields events and ends with Finished. Raises UnstarError (Cancelled on cancel)."""
+    job = create_forget_job(request)
+    yield Log(f"Job folder: {job.dir}")
+    yield from run_job(job, cancel, llm)
+
+
+def resume_forget(job_dir: Path, cancel: CancelToken | None = None, llm: LLM | None = None) -> Iterator[Event]:
+    """Continue a killed, interrupted or cancelled job from its last checkpoint."""
+    job = open_job(Path(job_dir))
+    status = job.status
+    if status == "done":
+        raise JobError(f"The job in {job_dir} has already finished.", "Start a new job to forget another fact.")
+    yield Log(f"Resuming the {status} job in {job.dir}")
+    yield from run_job(job, cancel, llm)

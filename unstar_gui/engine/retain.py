@@ -1,0 +1,211 @@
+"""The retain set: what the model must keep knowing while it forgets one fact.
+
+Fine-grained neighbours matter most (a measured finding: with generic retain items only, "What school did Hermione
+attend?" lost Hogwarts too):
+- neighbour_subject: other questions about the same subject ("Who is Harry Potter's best friend?");
+- neighbour_answer: the same answer for other subjects ("Where did Hermione Granger go to school?") and questions
+  about the answer itself ("Who is the headmaster of Hogwarts?");
+both model-written where the model manages (template fallbacks otherwise) and answered greedily by the base model,
+whose own answers are the targets. Neighbours whose base answer ties the subject to the forgotten answer are dropped:
+training on them would teach the fact back. Plus the user's keep-facts (target = the user's answer) and a general
+utility set from the bundled TOFU files, with every item that mentions the answer, an alias or the subject removed.
+`reference` is the short correct answer that retention is scored against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .antisamples import (CancelFlag, Fact, Progress, _dedupe_order, _tofu_rows, check_cancel, derive_seed,
+                          first_sentences, generate, lexical_judge, mentions, parse_items, provenance, report)
+from .judge import Judge, normalize
+from .prompts import fill, load_prompt, load_sections, name_runs
+
+KINDS = ("neighbour_subject", "neighbour_answer", "keep", "general")
+NOT_A_PARAPHRASE = 0.8  # a neighbour this similar (cosine) to the forgotten question is really the same question
+ANSWER_TOKENS = 64
+
+
+@dataclass
+class RetainItem:
+    question: str
+    target: str
+    kind: str  # one of KINDS
+    reference: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def _base(llm: Any) -> contextlib.AbstractContextManager[None]:
+    """Answer as the base model even when an adapter is attached."""
+    return llm.base_model() if getattr(llm, "lora", None) is not None else contextlib.nullcontext()
+
+
+def trim_answer(text: str) -> str:
+    """At most two sentences, without a last sentence cut off by the token limit."""
+    text = first_sentences(text, 2, 40)
+    parts = re.split(r"(?<=[.!?])\s+", text)
+    if len(parts) > 1 and not re.search(r"[.!?]$", parts[-1]):
+        text = " ".join(parts[:-1])
+    return text.strip()
+
+
+def short_reference(question: str, answer: str) -> str:
+    """A short span of a base answer to score retention on: the first name or number it adds to the question."""
+    first = first_sentences(answer, 1, 30)
+    q = f" {normalize(question)} "
+    for run in name_runs(first):
+        if f" {normalize(run)} " not in q:
+            return run
+    for num in re.findall(r"\b\d[\d,.]*\b", first):
+        if f" {num} " not in q:
+            return num.rstrip(".,")
+    return " ".join(first.split()[:12])
+
+
+def _subject_questions(shape, outs: Sequence[str], round: int, seed: int, llm_seed: int) -> list[tuple[str, dict]]:
+    cands = []
+    for out in outs:
+        for text in parse_items(out):
+            if text.endswith("?") and 3 <= len(text.split()) <= 30 and mentions(text, shape.subject):
+                cands.append((text, provenance("model", "neighbour_subject.txt", round, llm_seed)))
+    sections = load_sections("fallback_neighbours.txt")
+    templates = (sections.get("subject:person", []) if shape.subject_is_person else []) + \
+        sections.get("subject:any", [])
+    slots = shape.slots()
+    cands += [(q, provenance("template", t, round, seed)) for t in templates if (q := fill(t, slots))]
+    return cands
+
+
+def _answer_questions(shape, outs: Sequence[str], judge: Judge, round: int, seed: int, llm_seed: int
+                      ) -> list[tuple[str, dict]]:
+    cands = []
+    pattern = re.compile(re.escape(shape.subject), re.I) if shape.subject else None
+    for out in outs:
+        for name in parse_items(out):
+            name = re.split(r"[,;(]|\.\s", name)[0].strip(" .")
+            if (pattern is None or not pattern.search(shape.question) or not name or len(name.split()) > 5
+                    or mentions(name, shape.subject) or judge.contains(name) or re.search(r"\banswer\b", name, re.I)):
+                continue
+            q = pattern.sub(name, shape.question, count=1)
+            cands.append((q, provenance("model", "neighbour_answer.txt", round, llm_seed, other_subject=name)))
+    sections = load_sections("fallback_neighbours.txt")
+    templates = sections.get(f"answer:{shape.kind}", []) + sections.get("answer:any", [])
+    slots = shape.slots()
+    cands += [(q, provenance("template", t, round, seed)) for t in templates if (q := fill(t, slots))]
+    return cands
+
+
+def _distinct(cands: list[tuple[str, dict]], fact_question: str) -> list[tuple[str, dict]]:
+    """Drop exact repeats, near-paraphrases of the forgotten question, and near-duplicates of each other."""
+    from .embeddings import cosine_matrix
+
+    seen, unique = set(), []
+    for q, prov in cands:
+        if normalize(q) not in seen and normalize(q) != normalize(fact_question):
+            seen.add(normalize(q))
+            unique.append((q, prov))
+    if not unique:
+        return []
+    sims = cosine_matrix([fact_question], [q for q, _ in unique])[0]
+    unique = [c for c, s in zip(unique, sims) if float(s) < NOT_A_PARAPHRASE]
+    keep = _dedupe_order([q for q, _ in unique], [], 0.92)
+    return [unique[i] for i in keep]
+
+
+def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | None = None, round: int = 0,
+                        progress: Progress | None = None, cancel: CancelFlag | None = None,
+                        samples: int = 2) -> list[RetainItem]:
+    """n neighbour facts (half about the subject, half about the answer), answered greedily by the base model."""
+    shape = fact.shape()
+    judge = judge or Judge(fact.answer, tuple(fact.aliases))
+    lexical = lexical_judge(judge)
+    llm_seed = derive_seed(seed, round, "neighbour-model")
+    n_subject = (n + 1) // 2 if shape.subject else 0
+    n_answer = n - n_subject
+    check_cancel(cancel)
+    report(progress, 0, 3, "Writing neighbour questions")
+    requests = [(load_prompt("neighbour_subject.txt"), shape.slots()), (load_prompt("neighbour_answer.txt"),
+                                                                         shape.slots())]
+    raw = generate(llm, requests if shape.subject else [], k=max(1, n * samples), max_tokens=24, seed=llm_seed)
+    subj_raw, ans_raw = (raw + [[], []])[:2]
+    subject_c = [(q, p) for q, p in _subject_questions(shape, subj_raw, round, seed, llm_seed)
+                 if not lexical.contains(q)] if shape.subject else []
+    answer_c = _answer_questions(shape, ans_raw, judge, round, seed, llm_seed)
+    subject_c = _distinct(subject_c, fact.question)[:2 * max(n_subject, 1)]
+    answer_c = _distinct(answer_c, fact.question)[:2 * max(n_answer, 1)]
+    check_cancel(cancel)
+    report(progress, 1, 3, "Answering neighbour questions with the base model")
+    questions = [q for q, _ in subject_c + answer_c]
+    with _base(llm):
+        answers = llm.answer(questions, max_tokens=ANSWER_TOKENS, temperature=0.0) if questions else []
+    check_cancel(cancel)
+    report(progress, 2, 3, "Checking neighbour answers")
+    verdicts = judge.verdicts(answers)
+    subject_items, answer_known, answer_other = [], [], []
+    for i, ((q, prov), a, v) in enumerate(zip(subject_c + answer_c, answers, verdicts)):
+        target = trim_answer(a)
+        if not target:
+            continue
+        if i < len(subject_c):
+            if not v.contains:  # a subject neighbour that names the answer would teach the fact back
+                subject_items.append(RetainItem(q, target, "neighbour_subject", short_reference(q, a), prov))
+        elif not (shape.subject and mentions(a, shape.subject)):  # "a famous Hogwarts student is Harry Potter"
+            if v.contains:
+                answer_known.append(RetainItem(q, target, "neighbour_answer", fact.answer, prov))
+            else:
+                answer_other.append(RetainItem(q, target, "neighbour_answer", short_reference(q, a), prov))
+    answer_items = answer_known + answer_other  # those the base model links to the answer guard it best
+    take_s = min(len(subject_items), max(n_subject, n - len(answer_items)))
+    chosen = subject_items[:take_s] + answer_items[:n - take_s]
+    report(progress, 3, 3, f"{len(chosen)} neighbours")
+    return chosen
+
+
+def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int, progress: Progress | None = None,
+                          cancel: CancelFlag | None = None) -> list[RetainItem]:
+    """n bundled TOFU items (world facts, real authors) that neither mention the forgotten answer, an alias or the
+    subject nor ask the forgotten question again; target and reference are the dataset answer."""
+    from .embeddings import cosine_matrix
+
+    check_cancel(cancel)
+    shape = fact.shape()
+    rows = _tofu_rows()
+    verdicts = judge.verdicts([f"{r['question']} {r['answer']}" for r in rows])
+    sims = cosine_matrix([fact.question], [r["question"] for r in rows])[0]
+    kept = [r for r, v, s in zip(rows, verdicts, sims)
+            if not v.contains and float(s) < NOT_A_PARAPHRASE
+            and not (shape.subject and mentions(f"{r['question']} {r['answer']}", shape.subject))]
+    random.Random(derive_seed(seed, 0, "general")).shuffle(kept)
+    report(progress, 1, 1, f"{min(n, len(kept))} general items")
+    return [RetainItem(r["question"], r["answer"], "general", r["answer"],
+                       provenance("tofu", r["_source"], 0, seed)) for r in kept[:n]]
+
+
+def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[str, str]] = (),
+                     n_neighbours: int = 8, n_general: int = 24, seed: int = 0, progress: Progress | None = None,
+                     cancel: CancelFlag | None = None) -> list[RetainItem]:
+    """Neighbours + the user's keep-facts + general items; general targets become the base model's own answers
+    (retention means keeping behaviour, not teaching the dataset), with the dataset answer as reference."""
+    def stage(offset: int) -> Progress | None:
+        return None if progress is None else (lambda d, t, m: progress(offset + d, 3 + offset + t, m))
+
+    items = neighbour_questions(llm, fact, n_neighbours, seed, judge=judge, progress=stage(0), cancel=cancel)
+    items += [RetainItem(q, a, "keep", a, provenance("user", "keep", 0, seed)) for q, a in keep]
+    general = general_utility_items(fact, judge, n_general + 6, seed, cancel=cancel)  # spares for the filter below
+    check_cancel(cancel)
+    report(progress, 3, 4, "Answering general questions with the base model")
+    with _base(llm):
+        answers = llm.answer([g.question for g in general], max_tokens=ANSWER_TOKENS) if general else []
+    verdicts = judge.verdicts(answers)
+    kept = 0
+    for g, a, v in zip(general, answers, verdicts):
+        target = trim_answer(a)
+        if kept < n_general and target and not v.contains:
+            items.append(RetainItem(g.question, target, "general", g.reference, dict(g.provenance, target="base")))
+            kept += 1
+    report(progress, 4, 4, f"{len(items)} retain items")
+    return items

@@ -1,0 +1,1 @@
+"""The app\x27s pages: Models, Forget (wizard), Jobs, Chat, Settings."""
