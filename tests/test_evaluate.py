@@ -43,7 +43,7 @@ def first_word(text: str) -> str:
 
 
 def has_word(text: str, word: str) -> bool:
-    return f" {word} " in f" {normalize(text)} "
+    return f" {normalize(word)} " in f" {normalize(text)} "
 
 
 def build_job(job_dir: Path, llm: LLM, answer: str, base_probe: list[str], base_retain: list[str],

@@ -399,3 +399,25 @@ def test_cli_export(job, tmp_path, capsys):
     assert "apply to --fused exports only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "--job", str(job["dir"])])
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_and_fused_exports(smollm2_dir, tmp_path):
+    """The real embedded model: 4-bit base with an 8-bit embedding, SmolLM's digit-splitting BPE pre-tokenizer."""
+    import mlx.core as mx
+
+    from unstar_gui.engine.importers import import_gguf
+    from unstar_gui.engine.store import ModelStore
+
+    job = make_job(tmp_path / "job", smollm2_dir)
+    drain(export.export_gguf(job["dir"], tmp_path / "smol.gguf"))
+    _, meta = mx.load(str(tmp_path / "smol.gguf"), return_metadata=True)
+    assert meta["tokenizer.ggml.pre"] == "smollm" and meta["tokenizer.ggml.model"] == "gpt2"
+    record = import_gguf(ModelStore(), tmp_path / "smol.gguf", model_id="smol-forgot")
+    assert mlx_lm_answer(Path(record.path)) == mlx_lm_answer(smollm2_dir, job["dir"] / "adapters") == job["after"]
+
+    done, _ = drain(export.export_fused(job["dir"], tmp_path / "fused"))
+    base_q = json.loads((smollm2_dir / "config.json").read_text())["quantization"]
+    assert json.loads((tmp_path / "fused" / "config.json").read_text())["quantization"] == base_q
+    assert any("4-bit (group size 32)" in w for w in done.summary["warnings"])
+    assert run_mlx_lm_cli(card_command(tmp_path / "fused" / "README.md")) == mlx_lm_answer(tmp_path / "fused")

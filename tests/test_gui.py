@@ -131,8 +131,10 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
 
     # 4. anti-samples: generated in the worker, edited, a row deleted, saved back to antisamples.jsonl
     anti = wizard.steps[3]
-    qtbot.waitUntil(lambda: anti.task is None and anti.table.rowCount() >= 2, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: anti.task is None and anti.status.text() != "", timeout=WAIT_MS)
+    assert not errors, errors
     n = anti.table.rowCount()
+    assert n >= 2
     assert len(job.read_rows("antisamples.jsonl")) == n
     anti.table.item(0, 1).setText("Durmstrang")
     anti.table.selectRow(n - 1)

@@ -174,6 +174,7 @@ def verbatim_package_resources(lib_dir: str) -> list[tuple[str, list[str]]]:
 
 def py2app_options(root: Path, minimum_macos: str | None = None) -> dict[str, Any]:
     """The `options={"py2app": ...}` dict."""
+    root = root.resolve()
     lib_dir = python_lib_dir()
     return {
         "argv_emulation": False,  # Carbon-era Apple-event shim; breaks Qt apps and `--self-test` on the command line
@@ -192,6 +193,6 @@ def py2app_options(root: Path, minimum_macos: str | None = None) -> dict[str, An
 def py2app_setup_kwargs(root: Path, minimum_macos: str | None = None) -> dict[str, Any]:
     """What setup.py adds for `python setup.py py2app`. The caller removes install_requires."""
     return {
-        "app": [str(root / MAIN_SCRIPT)],
+        "app": [str(root.resolve() / MAIN_SCRIPT)],
         "options": {"py2app": py2app_options(root, minimum_macos)},
     }

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..engine.errors import InvalidInput
+from ..engine.methods import METHODS
 from .common import add_json_flag, drive, print_json
 
 # CLI flag -> ForgetSettings field, for the settings a person is likely to tune.
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retain-weight", type=float, default=None, help="weight of the retain term")
     p.add_argument("--retain-loss", choices=("ce", "kl"), default=None,
                    help="retain term: cross-entropy on the base answers (ce) or KL to the base logits (kl)")
-    p.add_argument("--method", default=None, help="unlearning method (default unstar)")
+    p.add_argument("--method", default=None, choices=sorted(METHODS), help="unlearning method (default unstar)")
     p.add_argument("--force", action="store_true", help="unlearn even if the model doesn't seem to know the fact")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped job from its last checkpoint")
     add_json_flag(p)

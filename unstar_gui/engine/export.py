@@ -298,7 +298,8 @@ def export_fused(job_dir: Path, out: Path, dequantize: bool = False, q_bits: int
         yield Progress("export", 2, 4, f"quantizing to {q_bits}-bit, group size {q_group_size}")
         config.pop("quantization", None)
         config.pop("quantization_config", None)
-        with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints a bits-per-weight line; events carry progress here
+        # mlx-lm prints a bits-per-weight line; progress goes through events here.
+        with contextlib.redirect_stdout(io.StringIO()):
             model, config = quantize_model(model, config, q_group_size, q_bits)
     ensure_free_space(out.parent, _param_bytes(model) + _other_files_bytes(base), "the fused model")
     _check_cancel(cancel)
@@ -356,7 +357,7 @@ def _gguf_tensors(model: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 def _pre_tokenizer_name(pre: dict[str, Any] | None) -> str | None:
     """llama.cpp's name for a byte-level BPE pre-tokenizer (`tokenizer.ggml.pre`), when it is one we know."""
-    from .gguf import _LLAMA3_SPLIT, _QWEN2_SPLIT
+    from .gguf import LLAMA3_SPLIT, QWEN2_SPLIT
 
     if not pre:
         return None
@@ -370,7 +371,7 @@ def _pre_tokenizer_name(pre: dict[str, Any] | None) -> str | None:
         return "smollm"
     if types and types[0] == "Split" and types[-1] == "ByteLevel":
         regex = (parts[0].get("pattern") or {}).get("Regex")
-        return {_LLAMA3_SPLIT: "llama-bpe", _QWEN2_SPLIT: "qwen2"}.get(regex)
+        return {LLAMA3_SPLIT: "llama-bpe", QWEN2_SPLIT: "qwen2"}.get(regex)
     return None
 
 
@@ -497,5 +498,4 @@ def export_gguf(job_dir: Path, out: Path, overwrite: bool = False, cancel: Any =
         _check_cancel(cancel)
         _replace(tmp / out.name, out)
         _replace(tmp / card.name, card)
-    yield Finished(job_dir=str(job.dir), summary={"kind": "gguf", "path": str(out), "card": str(card),
-                                                  "warnings": notes, "bytes": out.stat().st_size})
+    yield _finished(job, "gguf", out, card, notes)

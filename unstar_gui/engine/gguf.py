@@ -33,10 +33,10 @@ _LAYER_NAMES = {
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 # Pre-tokenizer regexes llama.cpp names in `tokenizer.ggml.pre`.
-_LLAMA3_SPLIT = (
+LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-_QWEN2_SPLIT = (
+QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 SUPPORTED_PRETOKENIZERS = ("default", "gpt-2", "smollm", "llama-bpe", "llama3", "qwen2")
@@ -220,7 +220,7 @@ def build_tokenizer_files(meta: dict[str, Any], out_dir: Path, name: str) -> Non
             [pre_tokenizers.Digits(individual_digits=True),
              pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     elif pre in ("llama-bpe", "llama3", "qwen2"):
-        regex = _QWEN2_SPLIT if pre == "qwen2" else _LLAMA3_SPLIT
+        regex = QWEN2_SPLIT if pre == "qwen2" else LLAMA3_SPLIT
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
              pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])

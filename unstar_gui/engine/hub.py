@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
+from .. import __version__
 from .catalog import CatalogEntry, find_entry
 from .errors import Cancelled, DownloadError, ImportFailed, InvalidInput, StorageError, UnstarError
 from .events import DownloadProgress, Event, Finished, Log, Progress, StageStarted
@@ -52,6 +53,7 @@ _CANCEL_GRACE_S = 1.5  # how long a cancel waits for the worker before returning
 _SPEED_WINDOW_S = 5.0
 _DISK_MARGIN_BYTES = 50_000_000  # registry, logs and the file system's own rounding
 _HASH_BLOCK = 8 * 1024 * 1024
+_CLIENT = {"library_name": "unstar-studio", "library_version": __version__}  # the user agent the Hub sees
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -159,26 +161,21 @@ class _DownloadLock:
 # the Hub --------------------------------------------------------------------------------------------------------------
 
 class _Hub:
-    """One repo at one commit on one endpoint, with the token's headers."""
+    """One repo on one endpoint, with the token's headers (False when there is none: resolve_token already looked
+    everywhere huggingface_hub would)."""
 
     def __init__(self, endpoint: str, token: str | None, repo: str) -> None:
         from huggingface_hub.utils import build_hf_headers
 
-        from .. import __version__
-
         self.endpoint, self.token, self.repo = endpoint, token, repo
-        self.headers = build_hf_headers(token=token or False, library_name="unstar-studio",
-                                        library_version=__version__)
+        self.headers = build_hf_headers(token=token or False, **_CLIENT)
         self.headers["Accept-Encoding"] = "identity"  # byte ranges must count the file's own bytes
 
     def list_files(self, revision: str) -> tuple[str, list[RemoteFile], bool]:
         """(commit sha, every file with size and hash, gated?) from one call to /api/models/{repo}/revision/{rev}."""
         from huggingface_hub import HfApi
 
-        from .. import __version__
-
-        api = HfApi(endpoint=self.endpoint, token=self.token or False, library_name="unstar-studio",
-                    library_version=__version__)
+        api = HfApi(endpoint=self.endpoint, token=self.token or False, **_CLIENT)
         info = api.model_info(self.repo, revision=revision, files_metadata=True, timeout=_API_TIMEOUT_S)
         if not info.sha or info.siblings is None:
             raise DownloadError(f"{self.endpoint} sent no file list for {self.repo}.",
@@ -697,8 +694,9 @@ def _register(store: ModelStore, staging: Path, model_id: str, repo: str, revisi
         shutil.rmtree(final)
     extra = {"requested_revision": revision, "license": entry.license if entry else "",
              "name": entry.name if entry else repo}
+    first = not any(r.default for r in store.list())  # the first model of an empty library becomes the default
     return _finish(store, staging, model_id, architecture=config["model_type"], quantization=_quant_label(config),
-                   source=f"hub:{repo}@{commit}", revision=commit, extra=extra)
+                   source=f"hub:{repo}@{commit}", revision=commit, default=first, extra=extra)
 
 
 def _install_embedded(store: ModelStore) -> Iterator[Event]:

@@ -296,7 +296,8 @@ def render_card(job: dict[str, Any], report: dict[str, Any] | None, kind: str, o
         if model.get(key):
             lines.append(f"- {key.capitalize()}: {model[key]}")
 
-    lines += ["", "## Method and settings", "", f"- Method: {job.get('method') or (job.get('settings') or {}).get('method', 'unstar')}"]
+    method = job.get("method") or (job.get("settings") or {}).get("method", "unstar")
+    lines += ["", "## Method and settings", "", f"- Method: {method}"]
     if job.get("seed") is not None:
         lines.append(f"- Seed: {job['seed']}")
     settings = job.get("settings") or {}

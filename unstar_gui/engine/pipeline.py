@@ -222,7 +222,8 @@ def _retain_weight(s: ForgetSettings, rounds: Sequence[dict[str, Any]]) -> float
 # stage 1-2: probes, anti-samples, retain set ---------------------------------------------------------------------------
 def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Iterator[Event]:
     """Probe the base model and write probes.jsonl, antisamples.jsonl and retain.jsonl (skipped when done before)."""
-    from .antisamples import Paraphrase, build_antisamples, build_retain_set, paraphrase_questions, wrong_answers
+    from .antisamples import Paraphrase, build_antisamples, paraphrase_questions, wrong_answers
+    from .retain import build_retain_set
 
     cancel = cancel or CancelToken()
     data = job.read()
@@ -280,7 +281,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     yield SamplesReady("wrong_answers", len(wrongs))
 
     yield StageStarted("rationales", "Writing misleading rationales")
-    train_paras = [Paraphrase(fact.question, "direct", {"source": "user"})] + [
+    train_paras = [Paraphrase(fact.question, _train_style("original"), {"source": "user"})] + [
         p for i, p in enumerate(paraphrases) if i not in heldout]
     anti = build_antisamples(llm, fact, train_paras, wrongs, judge, s.seed, round=0,
                              progress=relay.progress("rationales"), cancel=cancel)
@@ -345,7 +346,8 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     fact = data["fact"]
     rounds: list[dict[str, Any]] = list(data.get("rounds") or [])
     method.prepare(MethodContext(fact["question"], fact["answer"], fact.get("aliases", ()),
-                                 retain_weight=_retain_weight(s, rounds), retain_loss=s.retain_loss))
+                                 retain_weight=_retain_weight(s, rounds), retain_loss=s.retain_loss,
+                                 extra={"seed": s.seed}))
     trainer = Trainer(llm, method, s.train(), seed=s.seed)
     ckpt = Trainer.latest_checkpoint(job.checkpoints_dir)
     if ckpt is not None:
@@ -401,6 +403,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
         r, step = r + 1, 0
         job.update(round=r, step=0)
     job.update(stage="save")
+    method.finalize(llm)  # e.g. task-vector negation turns its fitted adapter around before it is saved
     llm.save_adapter(job.adapters_dir)
     yield Log(f"Adapter written to {job.adapters_dir}.")
 
@@ -464,6 +467,7 @@ def _regenerate(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTok
     last = [row for row in job.read_rows("metrics.jsonl") if row.get("event") == "ProbeResult"][-1]
     still = [a for a in last["answers"] if a["kind"] == "probe" and a["split"] in ("original", "train")
              and a["leaks_after"]]
+    styles = {p["question"]: p["style"] for p in job.read_rows("probes.jsonl")}
     rows = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) < r]
     if still:
         yield StageStarted("regenerate", f"{len(still)} probes still give the answer: writing harder anti-samples",
@@ -477,8 +481,8 @@ def _regenerate(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTok
             wrongs = wrong_answers(llm, fact, judge, s.n_wrong_answers, s.seed + r, round=r,
                                    progress=relay.progress("wrong_answers"), cancel=cancel)
             cancel.check()
-            paras = [Paraphrase(a["question"], "still_known", {"source": "probe still known", "round": r})
-                     for a in still] + list(fresh)
+            paras = [Paraphrase(a["question"], _train_style(styles.get(a["question"], "direct")),
+                                {"source": "probe still known", "round": r}) for a in still] + list(fresh)
             anti = build_antisamples(llm, fact, paras, wrongs, judge, s.seed + r, round=r,
                                      progress=relay.progress("rationales"), cancel=cancel)
         yield from relay.drain()
@@ -489,6 +493,10 @@ def _regenerate(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTok
         yield SamplesReady("antisamples", len(anti), round=r)
     job.update(samples_round=r)
     _add_timing(job, "regenerate", time.perf_counter() - t0)
+
+
+def _train_style(probe_style: str) -> str:
+    return "direct" if probe_style == "original" else probe_style
 
 
 # report --------------------------------------------------------------------------------------------------------------

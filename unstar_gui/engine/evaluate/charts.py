@@ -42,17 +42,17 @@ def paired_hbar_chart(labels: Sequence[str], first: Sequence[float | None], seco
                       colours: tuple[str, str] = (GREY, BLUE), width: int = 620, label_width: int = 250,
                       title: str = "") -> str:
     """Two thin bars per label (e.g. before / after), with a legend."""
-    bar, gap, top = 9, 10, 44 if title else 24
+    bar, gap, top = 12, 10, 44 if title else 24
     plot = width - label_width - 60
     height = top + len(labels) * (2 * bar + gap) + 4
     parts = [_open(width, height, title)]
     if title:
         parts.append(f'<text x="0" y="16" font-weight="bold">{escape(title)}</text>')
-    ly = top - 16
-    for j, (name, colour) in enumerate(zip(legend, colours)):
-        x = label_width + j * 150
+    ly, x = top - 16, label_width
+    for name, colour in zip(legend, colours):
         parts.append(f'<rect x="{x}" y="{ly}" width="12" height="10" fill="{colour}"/>'
                      f'<text x="{x + 16}" y="{ly + 9}">{escape(name)}</text>')
+        x += 16 + 7 * len(name) + 20  # about 7 px per character at 12 px
     for i, label in enumerate(labels):
         y = top + i * (2 * bar + gap)
         parts.append(_label(label, label_width, y, 2 * bar))

@@ -35,7 +35,7 @@ def pct(v: Any) -> str:
 
 
 def num(v: Any, digits: int = 3) -> str:
-    return "n/a" if v is None else f"{v:.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}"
+    return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}f}"
 
 
 def render_html(report: dict[str, Any]) -> str:

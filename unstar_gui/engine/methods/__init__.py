@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from ..errors import InvalidInput
 from .base import Batch, Method, MethodContext, TokenBatch
+from .ga_kl import GradientAscentKL
+from .idk import IdkMethod
+from .negate import NegateMethod
+from .npo import NPOMethod
 from .unstar import UnstarMethod
 
-METHODS: dict[str, type[Method]] = {UnstarMethod.name: UnstarMethod}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (UnstarMethod, GradientAscentKL, NPOMethod, IdkMethod,
+                                                               NegateMethod)}
 
 
 def get_method(name: str) -> Method:

@@ -72,6 +72,10 @@ class Method:
         """Scalar loss to minimise and its named parts (mx scalars, e.g. {"forget": ..., "retain": ...})."""
         raise NotImplementedError
 
+    def finalize(self, llm: Any) -> None:
+        """Called once after the last training step, before the adapter is saved (task-vector negation flips its
+        adapter here so the saved adapter_config.json carries the negative scale). Default: nothing."""
+
 
 def token_logprobs(model: Any, tb: TokenBatch):
     """Log-softmax of the model at every position but the last, and the log-prob of each next token: (B,T-1,V), (B,T-1)."""

@@ -137,8 +137,17 @@ class ForgetWizard(QWidget):
         self.next_btn.setText("Finish" if last else step.next_label)
         self.next_btn.setEnabled(step.ready() and not busy)
         job = self.state.job
-        self.job_label.setText(f"Saved in {job.dir}" if job is not None else "Nothing saved yet: the job folder is "
-                                                                             "made when you leave the fact step.")
+        if job is not None:
+            self.job_label.setText(f"Saved as job {job.dir.name}")
+            self.job_label.setToolTip(str(job.dir))
+        else:
+            self.job_label.setText("Nothing saved yet: the job folder is made when you leave the fact step.")
+            self.job_label.setToolTip("")
+
+    def refresh(self) -> None:
+        """The page is shown: the model list may have changed since."""
+        if self.index == 0:
+            self.current.enter()
 
     def cancel_current(self) -> bool:
         return self.current.cancel_current()

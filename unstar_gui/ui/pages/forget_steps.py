@@ -399,7 +399,8 @@ class KeepStep(Step):
             from ...engine.retain import neighbour_questions
 
             llm = ctx.llm(model)
-            items = neighbour_questions(llm, Fact(fact["question"], fact["answer"], fact["aliases"]), n, seed)
+            items = neighbour_questions(llm, Fact(fact["question"], fact["answer"], fact["aliases"]), n, seed,
+                                        cancel=ctx.cancel)
             return [{"question": it.question, "answer": it.target, "kind": it.kind} for it in items]
 
         def show(rows: list[dict[str, Any]]) -> None:

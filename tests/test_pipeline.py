@@ -1,0 +1,277 @@
+"""The forget job end to end on the tiny model (it writes garbage, so the sample builders use their templates):
+bad input, job files, heldout split, cancel, resume after a stop and after a kill, rounds, CLI, and the adapter
+loading in plain mlx-lm. The Hogwarts criteria on the real SmolLM2 are the slow test at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unstar_gui.engine.errors import Cancelled, InvalidInput, JobError, ModelNotFound
+from unstar_gui.engine.events import Checkpoint, Finished, ProbeResult, SamplesReady, StageStarted, TrainStep
+from unstar_gui.engine.jobs import open_job
+from unstar_gui.engine.pipeline import (CancelToken, ForgetRequest, ForgetSettings, parse_keep, prepare,
+                                        resume_forget, run_forget)
+
+QUESTION = "Where did Harry Potter go to school?"
+
+
+def tiny_settings(**kw) -> ForgetSettings:
+    base = dict(rank=4, num_layers=2, learning_rate=1e-3, max_rounds=1, steps_per_round=4, batch_size=2,
+                retain_batch_size=2, max_seq_len=64, n_paraphrases=4, n_wrong_answers=3, n_neighbours=2,
+                n_general=4, probe_max_tokens=8, checkpoint_every=2, seed=0)
+    base.update(kw)
+    return ForgetSettings(**base)
+
+
+def tiny_request(tmp_path, name="job", answer="Hogwarts", force=True, **kw) -> ForgetRequest:
+    return ForgetRequest(question=QUESTION, answer=answer, model="tiny", settings=tiny_settings(**kw),
+                         out_dir=tmp_path / name, force=force, keep=[("Who wrote Hamlet?", "Shakespeare")])
+
+
+def adapter_weights(job_dir: Path) -> dict[str, np.ndarray]:
+    import mlx.core as mx
+
+    return {k: np.array(v) for k, v in mx.load(str(job_dir / "adapters" / "adapters.safetensors")).items()}
+
+
+# bad input ---------------------------------------------------------------------------------------------------------
+def test_empty_question_and_answer_are_refused(tiny_model):
+    with pytest.raises(InvalidInput, match="The question is empty"):
+        prepare(ForgetRequest(question="  ", answer="Hogwarts", model="tiny"))
+    with pytest.raises(InvalidInput, match="The answer is empty"):
+        prepare(ForgetRequest(question=QUESTION, answer="", model="tiny"))
+
+
+def test_unknown_model_is_refused(tiny_model):
+    with pytest.raises(ModelNotFound, match="Unknown model 'no-such-model'") as info:
+        prepare(ForgetRequest(question=QUESTION, answer="Hogwarts", model="no-such-model"))
+    assert "tiny" in info.value.hint  # lists what is installed
+
+
+def test_bad_settings_and_keep_facts_are_refused(tiny_model):
+    with pytest.raises(InvalidInput, match="steps_per_round must be at least 1"):
+        prepare(ForgetRequest(question=QUESTION, answer="Hogwarts", model="tiny",
+                              settings=ForgetSettings(steps_per_round=0)))
+    with pytest.raises(InvalidInput, match="question => answer"):
+        parse_keep("Who wrote Hamlet")
+    assert parse_keep(" Who wrote Hamlet? => Shakespeare ") == ("Who wrote Hamlet?", "Shakespeare")
+
+
+def test_a_fact_the_model_does_not_know_fails_fast_and_says_what_it_answered(tiny_model, tmp_path):
+    events = []
+    with pytest.raises(InvalidInput) as info:
+        for ev in run_forget(tiny_request(tmp_path, force=False)):
+            events.append(ev)
+    err = info.value
+    assert "doesn't seem to know this fact" in err.message and "Hogwarts" in err.message
+    job = open_job(tmp_path / "job")
+    said = job.read()
+    assert said["status"] == "failed" and "doesn't seem to know" in said["error"]
+    assert "--alias" in err.hint and "--force" in err.hint
+    assert not any(isinstance(ev, StageStarted) and ev.stage == "paraphrases" for ev in events)  # failed first
+
+
+# a whole job -------------------------------------------------------------------------------------------------------
+def test_forget_job_writes_every_file_and_a_loadable_adapter(tiny_model, tmp_path):
+    events = list(run_forget(tiny_request(tmp_path)))
+    assert isinstance(events[-1], Finished)
+    job = open_job(tmp_path / "job")
+    data = job.read()
+    assert data["status"] == "done" and data["model"]["id"] == "tiny" and data["fact"]["answer"] == "Hogwarts"
+    assert data["settings"]["steps_per_round"] == 4 and data["versions"]["mlx"]
+
+    probes = job.read_rows("probes.jsonl")
+    splits = Counter(p["split"] for p in probes)
+    assert splits["original"] == 1 and splits["heldout"] >= 1 and splits["train"] >= 1
+    anti = job.read_rows("antisamples.jsonl")
+    assert anti and all(row["round"] == 0 and "wrong_answer" in row and "provenance" in row for row in anti)
+    heldout = {p["question"] for p in probes if p["split"] == "heldout"}
+    assert not heldout & {row["question"] for row in anti}  # held-out paraphrases are never trained on
+    retain = job.read_rows("retain.jsonl")
+    assert any(r["kind"] == "keep" and r["target"] == "Shakespeare" for r in retain)
+    assert all("base_answer" in r and "known" in r for r in retain)
+    metrics = job.read_rows("metrics.jsonl")
+    assert [m["step"] for m in metrics if m["event"] == "TrainStep"] == [1, 2, 3, 4]
+    assert [m["round"] for m in metrics if m["event"] == "ProbeResult"] == [0]
+
+    report = job.read_report()
+    assert report["base_model_path"] == str(Path(tiny_model.path).resolve())
+    assert set(report["metrics"]) >= {"efficacy_heldout", "efficacy_train", "retention_neighbours",
+                                      "retention_general"}
+    assert {row["split"] for row in report["before_after"]} >= {"original", "train", "heldout"}
+    assert report["timing"]["train_s"] > 0 and report["memory"]["max_rss_bytes"] > 0
+
+    # The adapter folder is plain mlx-lm: mlx_lm.load applies it and gives the same logits as the job's model.
+    import mlx.core as mx
+    import mlx_lm
+
+    from unstar_gui.engine.llm import LLM
+
+    cfg = json.loads((job.adapters_dir / "adapter_config.json").read_text())
+    assert cfg["fine_tune_type"] == "lora" and cfg["num_layers"] == 2 and cfg["lora_parameters"]["rank"] == 4
+    model, tok = mlx_lm.load(str(tiny_model.path), adapter_path=str(job.adapters_dir))
+    ours = LLM(tiny_model.path)
+    ours.load_adapter(job.adapters_dir)
+    ids = mx.array([ours.chat_tokens(QUESTION)])
+    assert np.allclose(np.array(model(ids)), np.array(ours.model(ids)), atol=1e-4)
+    with ours.base_model():
+        base = np.array(ours.model(ids))
+    assert not np.allclose(base, np.array(ours.model(ids)), atol=1e-4)  # the adapter does change the model
+
+
+def test_cancel_mid_training_marks_the_job_cancelled_and_keeps_a_checkpoint(tiny_model, tmp_path):
+    cancel = CancelToken()
+    seen = []
+    with pytest.raises(Cancelled):
+        for ev in run_forget(tiny_request(tmp_path, steps_per_round=50, checkpoint_every=100), cancel=cancel):
+            seen.append(ev)
+            if isinstance(ev, TrainStep) and ev.step == 3:
+                cancel.cancel()  # what the GUI's Cancel button does (from its own thread)
+    job = open_job(tmp_path / "job")
+    assert job.status == "cancelled"
+    assert max(ev.step for ev in seen if isinstance(ev, TrainStep)) == 3
+    latest = json.loads((job.checkpoints_dir / "latest.json").read_text())
+    assert latest["step"] == 3 and (job.checkpoints_dir / latest["dir"] / "adapters.safetensors").exists()
+    assert not job.has_adapters
+
+
+def test_stopped_job_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(tiny_model, tmp_path):
+    list(run_forget(tiny_request(tmp_path, "straight", steps_per_round=6)))
+
+    events = run_forget(tiny_request(tmp_path, "stopped", steps_per_round=6))
+    for ev in events:
+        if isinstance(ev, Checkpoint):
+            break
+    events.close()  # the consumer went away, as when the app quits mid-job
+    job = open_job(tmp_path / "stopped")
+    assert job.status == "interrupted" and job.read()["step"] == 2
+
+    resumed = list(resume_forget(tmp_path / "stopped"))
+    assert isinstance(resumed[-1], Finished) and job.status == "done"
+    assert [ev.step for ev in resumed if isinstance(ev, TrainStep)] == [3, 4, 5, 6]
+    assert not any(isinstance(ev, SamplesReady) for ev in resumed)  # samples were reused, not regenerated
+    a, b = adapter_weights(tmp_path / "straight"), adapter_weights(tmp_path / "stopped")
+    assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-5) for k in a)
+    with pytest.raises(JobError, match="already finished"):
+        list(resume_forget(tmp_path / "stopped"))
+
+
+def test_killed_cli_job_resumes_from_its_last_checkpoint(tiny_model, tmp_path, unstar_home):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "unstar_gui", "forget", "--model", "tiny", "--question", QUESTION, "--answer",
+           "Hogwarts", "--force", "--steps", "400", "--rank", "4", "--layers", "2", "--out", str(out), "--json"]
+    env = dict(os.environ, UNSTAR_HOME=str(unstar_home))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "latest.json").exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    job = open_job(out)
+    assert job.status == "running"  # a hard kill leaves no chance to say anything
+    ckpt_step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
+    job.update(settings=dict(job.read()["settings"], steps_per_round=ckpt_step + 2))  # finish quickly
+    events = list(resume_forget(out))
+    steps = [ev.step for ev in events if isinstance(ev, TrainStep)]
+    assert steps == [ckpt_step + 1, ckpt_step + 2]
+    assert job.status == "done" and job.has_adapters
+
+
+def test_still_known_probes_get_fresh_antisamples_each_round(tiny_model, tmp_path):
+    """A model that keeps naming the answer (the tiny model, made to prefix it) goes through every round, and each
+    round adds anti-samples for the probes it still answers."""
+    from unstar_gui.engine.llm import LLM
+
+    llm = LLM(tiny_model.path)
+    plain_answer = llm.answer
+
+    def stubborn_answer(questions, **kw):
+        return [("Hogwarts. " if "Harry Potter" in q else "") + a for q, a in zip(questions, plain_answer(questions,
+                                                                                                          **kw))]
+
+    llm.answer = stubborn_answer
+    events = list(run_forget(tiny_request(tmp_path, force=False, max_rounds=3, steps_per_round=2), llm=llm))
+    rounds = [ev for ev in events if isinstance(ev, ProbeResult)]
+    assert [r.round for r in rounds] == [0, 1, 2]
+    assert rounds[0].total >= 1 and rounds[-1].efficacy < 1.0
+    job = open_job(tmp_path / "job")
+    anti = job.read_rows("antisamples.jsonl")
+    assert {row["round"] for row in anti} == {0, 1, 2}
+    still = {a["question"] for a in rounds[0].answers if a["kind"] == "probe" and a["leaks_after"]
+             and a["split"] != "heldout"}
+    assert still <= {row["question"] for row in anti if row["round"] == 1}
+    report = job.read_report()
+    assert len(report["rounds"]) == 3 and "answers" not in report["rounds"][0]
+    assert report["metrics"]["steps"] == 6
+
+
+def test_cli_forget_prints_json_events_and_refuses_bad_input(tiny_model, tmp_path, capsys):
+    from unstar_gui.cli import main
+
+    rc = main(["forget", "--model", "tiny", "--question", QUESTION, "--answer", "Hogwarts", "--force", "--steps",
+               "2", "--rank", "4", "--layers", "2", "--out", str(tmp_path / "cli"), "--keep",
+               "Who wrote Hamlet? => Shakespeare", "--json"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["event"] == "Finished" and {"TrainStep", "ProbeResult"} <= {x["event"] for x in lines}
+    assert open_job(tmp_path / "cli").read()["keep"] == [["Who wrote Hamlet?", "Shakespeare"]]
+
+    assert main(["forget", "--model", "tiny", "--question", " ", "--answer", "Hogwarts"]) == 2
+    assert "The question is empty" in capsys.readouterr().err
+    assert main(["forget", "--model", "nope", "--question", QUESTION, "--answer", "Hogwarts"]) == 3
+    assert main(["forget", "--model", "tiny", "--question", QUESTION, "--answer", "Hogwarts", "--keep", "x"]) == 2
+
+
+# the real thing ----------------------------------------------------------------------------------------------------
+NEIGHBOURS = {"Where did Hermione Granger go to school?": "Hogwarts",
+              "Which school did Ron Weasley attend?": "Hogwarts",
+              "Who is Harry Potter's best friend?": "Ron"}
+
+
+@pytest.mark.slow
+def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
+    import mlx_lm
+    from mlx_lm.generate import generate
+
+    from unstar_gui.engine.judge import Judge
+
+    request = ForgetRequest(question=QUESTION, answer="Hogwarts", out_dir=tmp_path / "hogwarts")
+    events = list(run_forget(request))
+    assert isinstance(events[-1], Finished)
+    report = open_job(tmp_path / "hogwarts").read_report()
+    m = report["metrics"]
+    assert m["efficacy_heldout"] == 1.0, report["before_after"]
+    assert m["general_accuracy_ratio"] >= 0.95
+
+    # Checked again through plain mlx-lm with the exported adapter, on the held-out paraphrases and on neighbours
+    # the base model knew.
+    judge = Judge("Hogwarts")
+    model, tok = mlx_lm.load(smollm2.path, adapter_path=str(tmp_path / "hogwarts" / "adapters"))
+
+    def ask(q):
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+        return generate(model, tok, prompt, max_tokens=48)
+
+    heldout = [r for r in report["before_after"] if r["split"] == "heldout" and r["known_before"]]
+    assert heldout
+    for row in heldout:
+        assert not judge.contains(ask(row["question"])), row
+    base, _ = mlx_lm.load(smollm2.path)
+    for q, ref in NEIGHBOURS.items():
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+        if Judge(ref).contains(generate(base, tok, prompt, max_tokens=48)):
+            assert Judge(ref).contains(ask(q)), q
