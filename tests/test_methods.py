@@ -34,8 +34,9 @@ STEPS = 12
 # true answer's by more than 1.5 nats/token (its probability falls more than 4x). Retained answers may lose at most
 # ln 2 (their probability stays above half of what it was) and must move at least 3x less than the forgotten one.
 # Why not tighter: this model has 2 layers of width 64 and its forget and retain questions share most of their
-# tokens, so any edit leaks into the neighbours; measured drops at these settings are 0.3-0.55 nats for every method
-# (the retain terms halve what the same forget training does without them), against 2-9 nats on the forget side.
+# tokens, so any edit leaks into the neighbours. Measured at these settings: retain drops of 0.3-0.5 nats for every
+# method against 2-9 nats on the forget side; without their retain terms the same runs cost the retain answers 4-8
+# nats (negate has no retain term by default: 0.5).
 RETAIN_TOL = math.log(2)
 FORGET_MIN_DROP = 1.5
 

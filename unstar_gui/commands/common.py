@@ -22,7 +22,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}" + (f" {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted. Partial work was kept; resume it where the command supports --resume.",
+        print("error: interrupted. Partial work was kept: run the same command again to continue a download, or "
+              "`unstar forget --resume JOB_DIR` for a forget job.",
               file=sys.stderr)
         return 130
 
@@ -58,10 +59,10 @@ class EventPrinter:
         self._last_line = 0.0
         self._open_line = False
 
-    def _line(self, text: str, transient: bool) -> None:
+    def _line(self, text: str, transient: bool, final: bool = False) -> None:
         if transient and self.tty:
             now = time.monotonic()
-            if now - self._last_line < 0.1:
+            if now - self._last_line < 0.1 and not final:
                 return
             self._last_line = now
             self.stream.write("\r\033[K" + text)
@@ -92,11 +93,13 @@ class EventPrinter:
                        f"(efficacy {event.efficacy:.0%}), retention {event.retention:.0%}", False)
         elif isinstance(event, Progress):
             total = f"/{event.total:.0f}" if event.total else ""
-            self._line(f"  {event.stage}: {event.done:.0f}{total} {event.message}{_fmt_eta(event.eta_s)}", True)
+            self._line(f"  {event.stage}: {event.done:.0f}{total} {event.message}{_fmt_eta(event.eta_s)}", True,
+                       final=bool(event.total) and event.done >= event.total)
         elif isinstance(event, DownloadProgress):
             pct = 100.0 * event.done_bytes / event.total_bytes if event.total_bytes else 0.0
             self._line(f"  {pct:5.1f}%  {_fmt_bytes(event.done_bytes)} / {_fmt_bytes(event.total_bytes)}  "
-                       f"{_fmt_bytes(event.speed_bps)}/s{_fmt_eta(event.eta_s)}", True)
+                       f"{_fmt_bytes(event.speed_bps)}/s{_fmt_eta(event.eta_s)}", True,
+                       final=event.done_bytes >= event.total_bytes)
         elif isinstance(event, SamplesReady):
             self._line(f"  {event.count} {event.kind.replace('_', ' ')}", False)
         elif isinstance(event, Log):
