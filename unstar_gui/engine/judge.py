@@ -26,7 +26,7 @@ _STOP = {"the", "a", "an", "of", "and", "in", "on", "at", "to", "is", "was", "fo
 
 @dataclass
 class JudgeSettings:
-    fuzzy_threshold: float = 88.0  # rapidfuzz partial_ratio, 0-100
+    fuzzy_threshold: float = 85.0  # rapidfuzz partial_ratio, 0-100 (85: one wrong letter in 8, "Hogwartz")
     semantic_threshold: float = 0.75  # cosine between the answer and an answer span
     close_threshold: float = 0.6  # a wrong-answer candidate this close to the truth is rejected
     use_semantic: bool = True
@@ -43,6 +43,9 @@ class Verdict:
 def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c))
+    # Apostrophes join, not split: "Hogwart's" must stay one word close to "Hogwarts", "Potter's" is "Potter".
+    text = re.sub(r"(\w)['’]s\b", r"\1", text)
+    text = re.sub(r"['’`]", "", text)
     text = re.sub(r"[^\w\s]", " ", text.lower())
     return re.sub(r"\s+", " ", text).strip()
 

@@ -312,33 +312,38 @@ class FormatProbe:
     provenance: dict | None = None  # where a generated prompt came from (translations)
 
 
-def translate_questions(ctx: AttackContext, language: str) -> Generator[Event, None, list[tuple[str, dict]]]:
-    """The questions in `language`, translated by the base model; a fixed frame ("Réponds en français : ...") when
-    its translation is empty, unchanged, answers the question or rambles. Provenance records which."""
-    llm = ctx.llm
+def translate_questions(ctx: AttackContext) -> Generator[Event, None, dict[str, list[tuple[str, dict]]]]:
+    """The questions in every language of the settings, translated by the base model in one batched call; a fixed
+    frame ("Réponds en français : ...") replaces a translation that is empty, unchanged, answers the question or
+    rambles. Provenance records which."""
+    llm, languages, n = ctx.llm, ctx.settings.languages, len(ctx.questions)
     asks = [llm.chat_tokens(f"Translate this question into {language}. Reply with the translation only.\n\n{q}")
-            for q in ctx.questions]
+            for language in languages for q in ctx.questions]
     with llm.base_model():
         raw = yield from generate(llm, asks, stage="format", cancel=ctx.cancel, max_tokens=48,
-                                  batch_size=ctx.settings.batch_size, message=f"translating into {language}")
-    out = []
-    for q, t in zip(ctx.questions, raw):
-        t = t.strip().splitlines()[0].strip().strip('"') if t.strip() else ""
-        reason = ""
-        if not t:
-            reason = "empty translation"
-        elif normalize(t) == normalize(q):
-            reason = "not translated"
-        elif ctx.judge.contains(t):
-            reason = "the translation contains the answer"
-        elif len(t) > 3 * len(q) + 40:
-            reason = "translation too long"
-        if reason:
-            out.append((f"{TEMPLATE_FRAMES.get(language, f'Answer in {language}:')} {q}",
-                        {"by": "template", "language": language, "rejected": t, "reason": reason}))
-        else:
-            out.append((t, {"by": "base model", "language": language}))
+                                  batch_size=ctx.settings.batch_size, message="translating the questions")
+    out: dict[str, list[tuple[str, dict]]] = {}
+    for j, language in enumerate(languages):
+        out[language] = [_checked_translation(ctx, language, q, t)
+                         for q, t in zip(ctx.questions, raw[j * n:(j + 1) * n])]
     return out
+
+
+def _checked_translation(ctx: AttackContext, language: str, question: str, text: str) -> tuple[str, dict]:
+    t = text.strip().splitlines()[0].strip().strip('"') if text.strip() else ""
+    reason = ""
+    if not t:
+        reason = "empty translation"
+    elif normalize(t) == normalize(question):
+        reason = "not translated"
+    elif ctx.judge.contains(t):
+        reason = "the translation contains the answer"
+    elif len(t) > 3 * len(question) + 40:
+        reason = "translation too long"
+    if reason:
+        return (f"{TEMPLATE_FRAMES.get(language, f'Answer in {language}:')} {question}",
+                {"by": "template", "language": language, "rejected": t, "reason": reason})
+    return t, {"by": "base model", "language": language}
 
 
 def format_probes(ctx: AttackContext, translations: dict[str, list[tuple[str, dict]]]) -> list[FormatProbe]:
@@ -418,9 +423,7 @@ def rows_from_probes(ctx: AttackContext, attack: str, probes: Sequence[FormatPro
 
 def format_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackResult]]:
     t0 = time.monotonic()
-    translations = {}
-    for language in ctx.settings.languages:
-        translations[language] = yield from translate_questions(ctx, language)
+    translations = yield from translate_questions(ctx)
     probes = format_probes(ctx, translations)
     answers = yield from run_probes(ctx, probes, "format")
     return rows_from_probes(ctx, "format", probes, answers, time.monotonic() - t0)

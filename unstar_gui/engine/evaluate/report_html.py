@@ -51,8 +51,8 @@ def render_html(report: dict[str, Any]) -> str:
         + f" · model {escape(str(model.get('id') or model.get('path') or 'unknown'))}"
         + f" · method {escape(str(report.get('method') or 'unstar'))}"
         + (f" · evaluated {escape(ev['created'])}" if ev.get("created") else "") + "</p>",
-        _summary(ev), _charts(ev), _metrics(ev, report), _attacks(ev), _answers(ev, report), _antisamples(ev),
-        _timing(ev, report),
+        _summary(ev), _comparison(report), _charts(ev), _metrics(ev, report), _attacks(ev), _answers(ev, report),
+        _antisamples(ev), _timing(ev, report),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n"
@@ -193,6 +193,18 @@ def _antisamples(ev: dict[str, Any]) -> str:
     return _section("antisamples", "Anti-samples used",
                     head + (_table(["question", "wrong answer", "misleading rationale", "style", "round"], rows,
                                    num_cols=(4,)) if rows else ""))
+
+
+def _comparison(report: dict[str, Any]) -> str:
+    """The table `unstar compare` writes into each method's report (engine/compare.html_section); absent otherwise."""
+    comp = report.get("comparison")
+    if not comp:
+        return ""
+    rows = [[f"<b>{escape(c)}</b>" if row[0] == comp.get("current") else escape(c) for c in row]
+            for row in comp.get("rows", [])]
+    note = f'<p class="muted">{escape(comp.get("note", ""))} Folder: {escape(comp.get("dir", ""))}</p>'
+    return _section("comparison", "Comparison: " + comp.get("title", ""),
+                    _table(comp.get("columns", []), rows, num_cols=range(1, len(comp.get("columns", [])))) + note)
 
 
 def _timing(ev: dict[str, Any], report: dict[str, Any]) -> str:

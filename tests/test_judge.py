@@ -1,0 +1,96 @@
+"""The judge: is the fact still in a generated answer, and is a wrong-answer candidate really the truth?"""
+
+from __future__ import annotations
+
+import pytest
+
+from unstar_gui.engine.errors import InvalidInput
+from unstar_gui.engine.judge import Judge, JudgeSettings, normalize
+
+HOGWARTS = Judge("Hogwarts", aliases=("Hogwarts School of Witchcraft and Wizardry",))
+LEXICAL = JudgeSettings(use_semantic=False)
+
+
+@pytest.mark.parametrize("text", ["He studied at Hogwarts.", "HOGWARTS!", "It was not Hogwarts, I think."])
+def test_exact_mention_counts_even_when_negated(text):
+    v = HOGWARTS.verdict(text)
+    assert v.contains and v.reason == "exact"
+
+
+def test_alias_counts():
+    v = Judge("Hogwarts", aliases=("the castle school",)).verdict("Harry went to the castle school in Scotland.")
+    assert v.contains and v.matched == "the castle school"
+
+
+@pytest.mark.parametrize("text", ["He went to Hogwart's.", "He went to Hogwartz.", "hogwartss school"])
+def test_misspellings_match_fuzzily_without_embeddings(text):
+    v = Judge("Hogwarts", settings=LEXICAL).verdict(text)
+    assert v.contains and v.reason == "fuzzy"
+
+
+def test_apostrophes_join_words():
+    assert normalize("Harry Potter's school") == "harry potter school"
+    assert normalize("Hogwart's") == "hogwart"
+    assert Judge("Harry Potter", settings=LEXICAL).contains("Harry Potter's wand")
+
+
+def test_number_words():
+    seven = Judge("7")
+    assert seven.verdict("There are seven wonders.").reason == "number"
+    assert seven.contains("There are 7 of them.")
+    assert not seven.contains("There are eight of them.")
+    assert Judge("1945").contains("It ended in 1945.")
+    assert not Judge("1945").contains("It ended in 1944.")
+
+
+def test_semantic_match_on_answer_spans():
+    v = Judge("William Shakespeare").verdict("It was written by Shakespeare.")
+    assert v.contains
+    assert HOGWARTS.verdict("He attended the School of Witchcraft and Wizardry.").contains
+
+
+@pytest.mark.parametrize("answer,text", [
+    ("Paris", "A comparison of the two cities."),  # "paris" inside a longer word is not Paris
+    ("Paris", "The capital is Lyon."),
+    ("Hogwarts", "He went to Durmstrang."),
+    ("Canberra", "He grew up in Camberwell."),
+    ("Mars", "Mary had a little lamb."),
+])
+def test_negative_cases(answer, text):
+    assert not Judge(answer).contains(text)
+
+
+def test_verdicts_are_batched_and_agree_with_single_calls():
+    texts = ["He went to Hogwarts.", "He went to Durmstrang.", "Hogwart's", ""]
+    assert [v.contains for v in HOGWARTS.verdicts(texts)] == [HOGWARTS.contains(t) for t in texts]
+    assert [v.contains for v in HOGWARTS.verdicts(texts)] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("candidate", [
+    "Hogwarts School of Witchcraft and Wizardry",  # an alias
+    "the Hogwarts school",  # contains it
+    "Hogwart's",  # fuzzy
+    "Hogwartz",
+    "Witchcraft and Wizardry School",  # semantically close to the alias
+])
+def test_too_close_rejects_the_truth_in_disguise(candidate):
+    reject, reason = HOGWARTS.too_close(candidate)
+    assert reject and reason
+
+
+@pytest.mark.parametrize("candidate", ["Durmstrang Institute", "Beauxbatons Academy", "Eton College", "Hogsmeade"])
+def test_too_close_keeps_real_different_answers(candidate):
+    assert HOGWARTS.too_close(candidate) == (False, "")
+
+
+def test_too_close_on_names_and_numbers():
+    assert Judge("William Shakespeare").too_close("Shakespeare")[0]
+    assert not Judge("William Shakespeare").too_close("Christopher Marlowe")[0]
+    assert Judge("1945").too_close("1945")[0]
+    assert not Judge("1945").too_close("1939")[0]
+    assert Judge("Paris").too_close("")[0]
+
+
+def test_empty_answer_is_invalid_input():
+    with pytest.raises(InvalidInput):
+        Judge("  ")
