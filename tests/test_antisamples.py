@@ -164,9 +164,9 @@ def test_paraphrase_dedupe_drops_near_duplicates_and_avoided_questions():
 
 def test_select_keeps_n_even_when_only_near_duplicates_remain():
     mk = lambda t: A.Paraphrase(t, "direct", {"source": "template"})  # noqa: E731
-    per_style = {"direct": [mk("Where did Harry Potter go to school?!"), mk("Quick question: where did Harry "
+    per_style = {"direct": [mk("Where did Harry Potter go to school? Be brief."), mk("Quick question: where did Harry "
                                                                            "Potter go to school?")]}
-    chosen = A._select_paraphrases(per_style, {"direct": 2}, ["Where did Harry Potter go to school?"])
+    chosen = A._select_paraphrases(per_style, {"direct": 2}, "Where did Harry Potter go to school?")
     assert len(chosen) == 2
 
 

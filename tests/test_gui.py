@@ -17,6 +17,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from unstar_gui.engine.errors import InvalidInput  # noqa: E402
 from unstar_gui.engine.events import Log, Progress  # noqa: E402
@@ -28,6 +29,7 @@ from unstar_gui.ui.workers import MlxWorker  # noqa: E402
 pytestmark = pytest.mark.gui
 
 WAIT_MS = 240_000  # the machines are shared and slow; a real hang still fails
+SAMPLES_WAIT_MS = 1_200_000  # writing anti-samples + retain set: minutes on a loaded 2-core machine
 SCREENS = Path(__file__).parent / "_artifacts" / "screens"
 SMALL_JOB = dict(n_paraphrases=4, n_wrong_answers=2, n_neighbours=2, n_general=4, probe_max_tokens=12,
                  batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2)
@@ -38,6 +40,7 @@ def screenshot(widget, name: str) -> Path:
     """Save a screenshot and check it is a real picture: many colours, not one flat background."""
     SCREENS.mkdir(parents=True, exist_ok=True)
     path = SCREENS / f"{name}.png"
+    QApplication.processEvents()  # let pending layout requests (status bar labels) settle first
     image = widget.grab().toImage()
     assert image.save(str(path)), path
     check_not_blank(image, name)
@@ -66,7 +69,7 @@ def window(qtbot, unstar_home):
     qtbot.addWidget(w)
     w.show()
     yield w
-    assert w.services.worker.stop(120_000), "the worker thread did not stop"
+    assert w.services.worker.stop(SAMPLES_WAIT_MS), "the worker thread did not stop"
 
 
 def wait_idle(qtbot, step, timeout=WAIT_MS):
@@ -82,6 +85,7 @@ def patch_dialogs(monkeypatch) -> list:
 
 
 # the wizard, end to end ------------------------------------------------------------------------------------------------
+@pytest.mark.timeout(3600)
 def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_model, tmp_path, monkeypatch):
     errors = patch_dialogs(monkeypatch)
     wizard = window.forget_page
@@ -131,7 +135,7 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
 
     # 4. anti-samples: generated in the worker, edited, a row deleted, saved back to antisamples.jsonl
     anti = wizard.steps[3]
-    qtbot.waitUntil(lambda: anti.task is None and anti.status.text() != "", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: anti.task is None and anti.status.text() != "", timeout=SAMPLES_WAIT_MS)
     assert not errors, errors
     n = anti.table.rowCount()
     assert n >= 2
@@ -162,8 +166,17 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     # A short round so the resumed run ends soon: the next steps come after the checkpoint.
     job.update(settings={**job.read()["settings"], "steps_per_round": int(job.read()["step"]) + 3})
     points_before = len(train.loss_chart.points("forget loss"))
-    qtbot.mouseClick(train.start_btn, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: train.task is None, timeout=WAIT_MS)
+
+    # Jobs lists it as resumable; Resume brings the wizard back to training and continues from the checkpoint
+    window.show_page(PAGES.index("Jobs"))
+    jobs_page = window.jobs_page
+    assert jobs_page.table.rows()[0]["status"] in ("cancelled", "interrupted")
+    jobs_page.table.selectRow(0)
+    assert jobs_page.resume_btn.isEnabled()
+    qtbot.mouseClick(jobs_page.resume_btn, Qt.MouseButton.LeftButton)
+    assert window.stack.currentWidget() is wizard and wizard.current is train
+    assert train.task is not None
+    qtbot.waitUntil(lambda: train.task is None, timeout=SAMPLES_WAIT_MS)
     assert not errors, errors
     assert train.done and job.read()["status"] == "done"
     assert len(train.loss_chart.points("forget loss")) >= points_before
@@ -222,29 +235,24 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     assert wizard.steps[5].table.rowCount() == len(report["before_after"])
 
 
-def test_interrupted_job_resumes_from_jobs_page(qtbot, window, tiny_model, monkeypatch):
-    """A job killed mid-training shows as resumable on Jobs; Resume finishes it in the wizard."""
-    errors = patch_dialogs(monkeypatch)
+def test_jobs_page_offers_resume_and_deletes(qtbot, window, tiny_model, monkeypatch):
+    """An interrupted job shows as resumable; Delete (confirmed) removes its folder."""
+    patch_dialogs(monkeypatch)
     from unstar_gui.engine.pipeline import ForgetRequest, ForgetSettings, create_forget_job
 
-    settings = ForgetSettings(**{**SMALL_JOB, "max_rounds": 1, "steps_per_round": 4})
     job = create_forget_job(ForgetRequest("Where did Harry Potter go to school?", "Hogwarts", model="tiny",
-                                          settings=settings, force=True))
+                                          settings=ForgetSettings(**SMALL_JOB), force=True))
     job.set_status("interrupted")
     window.show_page(PAGES.index("Jobs"))
     page = window.jobs_page
-    assert page.table.rows()[0]["status"] == "interrupted"
+    row = page.table.rows()[0]
+    assert row["status"] == "interrupted" and "resume" in row["verdict"] and row["model"] == "tiny"
     page.table.selectRow(0)
-    assert page.resume_btn.isEnabled()
-    qtbot.mouseClick(page.resume_btn, Qt.MouseButton.LeftButton)
+    assert page.resume_btn.isEnabled() and page.open_btn.isEnabled()
+    page.reopen()
     wizard = window.forget_page
-    train = wizard.steps[4]
-    assert window.stack.currentWidget() is wizard and wizard.current is train
-    qtbot.waitUntil(lambda: train.task is None, timeout=WAIT_MS)
-    assert not errors, errors
-    assert job.read()["status"] == "done" and train.done and wizard.next_btn.isEnabled()
-
-    # delete, with the (patched) confirmation
+    assert window.stack.currentWidget() is wizard and wizard.current is wizard.steps[4]
+    assert wizard.steps[4].start_btn.text() == "Resume training"
     window.show_page(PAGES.index("Jobs"))
     page.table.selectRow(0)
     page.delete()
@@ -387,3 +395,20 @@ def test_worker_cancel_drops_stale_results_and_keeps_event_order(qtbot):
         assert values == [3]
     finally:
         assert worker.stop()
+
+
+def test_ui_never_imports_mlx_on_the_gui_thread():
+    """Importing every UI module and building the window loads no mlx: MLX work belongs to the worker thread."""
+    import subprocess
+
+    code = ("import sys, threading\n"
+            "from PySide6.QtWidgets import QApplication\n"
+            "app = QApplication([])\n"
+            "import unstar_gui.ui.app, unstar_gui.ui.main_window as mw, unstar_gui.ui.charts, unstar_gui.ui.dialogs\n"
+            "w = mw.MainWindow()\n"
+            "w.services.worker.stop()\n"
+            "for i in range(5): w.show_page(i)\n"
+            "assert not [m for m in sys.modules if m == 'mlx' or m.startswith(('mlx.', 'mlx_lm'))], sorted(sys.modules)\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

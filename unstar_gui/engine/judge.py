@@ -133,10 +133,13 @@ class Judge:
         return False
 
     def _semantic(self, texts: Sequence[str], idx: Sequence[int], out: list[Verdict | None]) -> None:
-        from .embeddings import cosine_matrix
+        from .embeddings import cosine_matrix, embed
 
-        for text, i in zip(texts, idx):
-            spans = _spans(text)
+        spans_of = [_spans(text) for text in texts]
+        # One batched embedding pass for every span of every text (the cache serves the per-text lookups below):
+        # one encode call per text was most of the judging time (bench/profile_hot_paths.py).
+        embed(list(dict.fromkeys([*self.targets, *(sp for spans in spans_of for sp in spans)])))
+        for spans, i in zip(spans_of, idx):
             if not spans:
                 out[i] = Verdict(False, "", 0.0)
                 continue

@@ -31,7 +31,9 @@ RUNTIME_OVERHEAD = 600 * 1024 ** 2  # Python + tokenizers + torch/MiniLM for the
 LOGIT_COPIES = 4.5  # vocabulary-wide float32 arrays alive at the loss's peak (logits, log-softmax, their grads)
 KL_EXTRA_COPIES = 2.0  # a KL retain term keeps the base model's log-probs and their softmax as well
 GENERATION_BATCH = 16  # LLM.generate_tokens' default batch
-GENERATION_TOKENS = 512  # prompt (few-shot templates are long) + answer, rounded up like mlx-lm's KV cache steps
+PROMPT_TOKENS = 384  # the few-shot generation prompts are long
+ANSWER_TOKENS = 64
+PREFILL_BATCH = 8  # mlx-lm's BatchGenerator prefills this many prompts at once
 SEQ_STEP = 16  # sequence lengths are chosen in multiples of the trainer's padding width
 
 # The published config.json numbers of the catalog's models (models/catalog.json), so a model can be sized before
@@ -131,7 +133,8 @@ class MemorySettings:
     grad_checkpoint: bool = False
     retain_loss: str = "ce"
     generation_batch: int = GENERATION_BATCH
-    generation_tokens: int = GENERATION_TOKENS
+    prompt_tokens: int = PROMPT_TOKENS
+    answer_tokens: int = ANSWER_TOKENS
 
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> "MemorySettings":
@@ -237,10 +240,15 @@ def lora_param_count(shape: ModelShape, s: MemorySettings) -> int:
 
 
 def generation_bytes(shape: ModelShape, s: MemorySettings, device: str) -> int:
+    """Key/value caches of a generation batch (mlx-lm grows them in steps of 256 tokens) plus the prefill's
+    activations for one prompt chunk (mlx-lm prefills 8 prompts at a time; their logits are never materialised)."""
     act_bytes = 4 if device == "cpu" else 2
-    kv_cache = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * s.generation_tokens * act_bytes
-    logits = shape.vocab_size * 4 * s.generation_tokens // 2  # the prompt's logits during prefill (float32)
-    return int(s.generation_batch * (kv_cache + logits))
+    length = -(-(s.prompt_tokens + s.answer_tokens) // 256) * 256
+    kv_cache = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * length * act_bytes
+    prefill_rows = min(s.generation_batch, PREFILL_BATCH)
+    prefill = prefill_rows * s.prompt_tokens * (shape.num_heads * s.prompt_tokens + 3 * shape.intermediate_size
+                                                 + 6 * shape.hidden_size) * act_bytes
+    return int(s.generation_batch * kv_cache + prefill)
 
 
 def evaluation_bytes(shape: ModelShape, device: str) -> int:

@@ -58,6 +58,7 @@ class ForgetSettings:
     min_retention: float = 0.9  # a round "holds" when this share of the known neighbour facts is still right
     probe_max_tokens: int = 48
     checkpoint_every: int = 10
+    grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
     method: str = "unstar"
     seed: int = 0
 
@@ -71,7 +72,7 @@ class ForgetSettings:
     def train(self) -> TrainSettings:
         return TrainSettings(learning_rate=self.learning_rate, batch_size=self.batch_size,
                              retain_batch_size=self.retain_batch_size, max_seq_len=self.max_seq_len,
-                             checkpoint_every=self.checkpoint_every)
+                             checkpoint_every=self.checkpoint_every, grad_checkpoint=self.grad_checkpoint)
 
 
 @dataclass

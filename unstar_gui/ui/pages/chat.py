@@ -34,6 +34,8 @@ class ChatPage(QWidget):
         self.base_out.setReadOnly(True)
         self.unlearned_out = QPlainTextEdit()
         self.unlearned_out.setReadOnly(True)
+        self.base_out.setPlaceholderText("What the model said before unlearning appears here.")
+        self.unlearned_out.setPlaceholderText("What it says with the job's adapter appears here.")
         base_box, unlearned_box = QGroupBox("Before: the base model"), QGroupBox("After: with the job's adapter")
         QVBoxLayout(base_box).addWidget(self.base_out)
         QVBoxLayout(unlearned_box).addWidget(self.unlearned_out)

@@ -1,0 +1,739 @@
+"""Performance, side by side in one run: where a forget job's time and memory go, against mlx-lm and the seed design.
+
+    .venv/bin/python bench/perf.py [--quick] [--only train,generate,e2e,blas,memory,hotpaths]
+
+Sections (each in its own child process, so peak memory and model loads are its own):
+  train     our Trainer vs mlx-lm's `tuner.trainer.train`: same model (SmolLM2, dequantized float32), same data,
+            batch, sequence length, LoRA layers and rank; tokens/s of real (non-padding) tokens, alternating blocks
+            so load changes on a shared machine hit both; peak memory vs engine/memory.py's estimate; gradient
+            checkpointing on vs off.
+  generate  anti-sample generation prompts: one batched `LLM.generate_tokens` call vs one prompt at a time.
+  e2e       forget one fact end to end (reduced settings, in-process, instrumented): wall time per pipeline stage and
+            per activity (generation, judging/embeddings, training, scoring, evaluation), peak memory, and I/O per
+            round (model loads, bytes written) against the seed pipeline's design.
+  blas      the Linux OpenBLAS preload (bench/blas_speedup.py's children).
+  memory    engine/memory.py's estimate vs measured peak on the tiny model; estimates for the catalog's Mistral 7B
+            4-bit on 8 GB and 16 GB Macs.
+  hotpaths  bench/profile_hot_paths.py's before/after comparisons (judging, wrong-answer filtering, collation).
+Writes bench/results.json and bench/out/perf.md (the README table). The machine's load average is recorded: on a
+shared machine absolute times move, ratios measured side by side much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SECTIONS = ("train", "generate", "e2e", "blas", "memory", "hotpaths")
+RESULTS = ROOT / "bench" / "results.json"
+TABLE = ROOT / "bench" / "out" / "perf.md"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence libraries that print progress (mlx-lm's trainer table, weight-loading bars)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+# shared helpers ---------------------------------------------------------------------------------------------------------
+def tofu_pairs(n: int) -> list[tuple[str, str]]:
+    """Real question/answer pairs of anti-sample length from the bundled TOFU files."""
+    rows = []
+    for path in sorted((ROOT / "resources" / "data" / "tofu").glob("*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    pairs = []
+    for i, row in enumerate(rows[:n]):
+        wrong = (row.get("perturbed_answer") or [row["answer"]])[0]
+        pairs.append((row["question"], f"{wrong}. {row['answer']} is what many people say, but records show {wrong}."))
+    return pairs
+
+
+def load_model(model_id: str | None = None):
+    from unstar_gui.engine.llm import LLM
+    from unstar_gui.engine.store import ModelStore
+
+    record = ModelStore().resolve(model_id)
+    with _quiet():
+        return LLM(record.path, model_id=record.id)
+
+
+class Timers:
+    """Wall time per activity, from wrapped functions; nested wrapped calls count for the outermost only."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._depth = 0
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+        timers = self
+
+        def wrapper(*args, **kwargs):
+            if timers._depth:
+                return original(*args, **kwargs)
+            timers._depth += 1
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timers._depth -= 1
+                timers.add(key, time.perf_counter() - t0)
+
+        setattr(owner, name, wrapper)
+        self._undo.append((owner, name, original))
+
+    def wrap_generator(self, owner: Any, name: str, key: str) -> None:
+        """Time spent inside a generator function's steps (not in its consumer's code between yields)."""
+        original = getattr(owner, name)
+        timers = self
+
+        def wrapper(*args, **kwargs):
+            gen = original(*args, **kwargs)
+            while True:
+                timers._depth += 1
+                t0 = time.perf_counter()
+                try:
+                    ev = next(gen)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    timers._depth -= 1
+                    timers.add(key, time.perf_counter() - t0)
+                yield ev
+
+        setattr(owner, name, wrapper)
+        self._undo.append((owner, name, original))
+
+    def add(self, key: str, seconds: float) -> None:
+        self.totals[key] = self.totals.get(key, 0.0) + seconds
+        self.calls[key] = self.calls.get(key, 0) + 1
+
+    def undo(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+        self._undo.clear()
+
+
+def proc_io() -> dict[str, int]:
+    """This process's I/O counters (Linux): bytes passed to read/write calls and bytes that reached the disk."""
+    path = Path("/proc/self/io")
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k.strip()] = int(v)
+    return out
+
+
+def peak() -> dict[str, int]:
+    from unstar_gui.engine.memory import measured_peak
+
+    return measured_peak()
+
+
+# 1. training throughput -------------------------------------------------------------------------------------------------
+def section_train(cfg: dict[str, Any]) -> dict[str, Any]:
+    import mlx.core as mx
+
+    from unstar_gui.engine.llm import LoraSettings
+    from unstar_gui.engine.memory import estimate_memory
+    from unstar_gui.engine.methods import MethodContext, get_method
+    from unstar_gui.engine.trainer import Trainer, TrainSettings, batch_indices, encode_pairs
+
+    b, seq, rank, layers, steps, blocks = (cfg[k] for k in ("batch", "seq", "rank", "layers", "steps", "blocks"))
+    lora = LoraSettings(rank=rank, num_layers=layers)
+    llm = load_model()
+    examples = encode_pairs(llm, tofu_pairs(64), seq)
+
+    def ours(block: int, checkpoint: bool = False) -> dict[str, Any]:
+        method = get_method("unstar")
+        method.prepare(MethodContext("q", "a"))
+        settings = TrainSettings(batch_size=b, retain_batch_size=0, max_seq_len=seq, grad_checkpoint=checkpoint)
+        trainer = Trainer(llm, method, settings, seed=0)
+        trainer.attach(lora)
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        times, tokens, padded = [], 0, 0
+        t0 = time.perf_counter()
+        for ev in trainer.train_round(examples, [], block, steps + 1):
+            t1 = time.perf_counter()
+            step = ev.step - 1
+            if step > 0:  # step 0 warms up (graph building, allocator)
+                times.append(t1 - t0)
+                rows = [examples[i] for i in batch_indices(len(examples), b, step, f"0:{block}:forget")]
+                tokens += sum(len(e.tokens) for e in rows)
+                width = max(len(e.tokens) for e in rows)
+                padded += len(rows) * (width + (-width) % 16)
+            t0 = time.perf_counter()
+        llm.detach_lora()
+        return {"seconds": sum(times), "steps": len(times), "tokens": tokens, "padded_tokens": padded,
+                "peak_mlx_bytes": int(mx.get_peak_memory())}
+
+    def theirs(block: int) -> dict[str, Any]:
+        import mlx.optimizers as optim
+        from mlx_lm.tuner import trainer as mt
+
+        llm.attach_lora(lora, seed=0)
+        dataset = [(e.tokens, e.start) for e in examples]
+        record = {"times": [], "tokens": 0, "padded": 0}
+        last = [0.0]
+
+        def timed_batches(*args, **kwargs):
+            for i, (batch, lengths) in enumerate(mt.iterate_batches(*args, **kwargs)):
+                now = time.perf_counter()
+                if i >= 2:  # the time since the previous batch was handed out is one whole step
+                    record["times"].append(now - last[0])
+                    record["tokens"] += pending[0]
+                    record["padded"] += pending[1]
+                pending[:] = [int(lengths[:, 1].sum().item()), int(batch.shape[0] * batch.shape[1])]
+                last[0] = now
+                yield batch, lengths
+
+        pending = [0, 0]
+        args = mt.TrainingArgs(batch_size=b, iters=steps + 2, steps_per_report=10 ** 6, steps_per_eval=10 ** 6,
+                               steps_per_save=10 ** 6, max_seq_length=seq,
+                               adapter_file=str(Path(tempfile.mkdtemp()) / "adapters.safetensors"))
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        with _quiet():
+            mt.train(model=llm.model, optimizer=optim.Adam(learning_rate=2e-4), train_dataset=dataset, args=args,
+                     iterate_batches=timed_batches)
+        llm.detach_lora()
+        return {"seconds": sum(record["times"]), "steps": len(record["times"]), "tokens": record["tokens"],
+                "padded_tokens": record["padded"], "peak_mlx_bytes": int(mx.get_peak_memory())}
+
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mlx_lm": []}
+    for block in range(blocks):  # alternate, so a change in machine load hits both sides
+        runs["ours"].append(ours(block))
+        runs["mlx_lm"].append(theirs(block))
+    checkpointed = ours(blocks, checkpoint=True)
+    plain_peak = max(r["peak_mlx_bytes"] for r in runs["ours"])
+
+    def total(rs):
+        s = sum(r["seconds"] for r in rs)
+        tok = sum(r["tokens"] for r in rs)
+        pad = sum(r["padded_tokens"] for r in rs)
+        return {"tokens_per_s": tok / s, "padded_tokens_per_s": pad / s, "s_per_step": s / sum(r["steps"] for r in rs),
+                "steps": sum(r["steps"] for r in rs), "padding_share": 1 - tok / pad if pad else 0.0,
+                "blocks": [round(r["tokens"] / r["seconds"], 1) for r in rs],
+                "peak_mlx_bytes": max(r["peak_mlx_bytes"] for r in rs)}
+
+    result = {"config": cfg, "ours": total(runs["ours"]), "mlx_lm": total(runs["mlx_lm"])}
+    result["ratio"] = result["ours"]["tokens_per_s"] / result["mlx_lm"]["tokens_per_s"]
+    result["ratio_padded"] = result["ours"]["padded_tokens_per_s"] / result["mlx_lm"]["padded_tokens_per_s"]
+    est = estimate_memory(llm, {"rank": rank, "num_layers": layers, "batch_size": b, "retain_batch_size": 0,
+                                "max_seq_len": seq}, device="cpu", available_bytes=1 << 40, include_evaluation=False)
+    est_ck = estimate_memory(llm, {"rank": rank, "num_layers": layers, "batch_size": b, "retain_batch_size": 0,
+                                   "max_seq_len": seq, "grad_checkpoint": True}, device="cpu",
+                             available_bytes=1 << 40, include_evaluation=False)
+    train_part = lambda e: e.weights_bytes + e.lora_bytes + e.optimizer_bytes + e.activations_bytes  # noqa: E731
+    # the estimate is for full-length rows; these batches are shorter, so compare at the widths actually trained
+    width = result["ours"]["padded_tokens_per_s"] and (sum(r["padded_tokens"] for r in runs["ours"]) /
+                                                        sum(r["steps"] for r in runs["ours"]) / b)
+    est_w = estimate_memory(llm, {"rank": rank, "num_layers": layers, "batch_size": b, "retain_batch_size": 0,
+                                  "max_seq_len": int(round(width))}, device="cpu", available_bytes=1 << 40,
+                            include_evaluation=False)
+    result["checkpointing"] = {"s_per_step": checkpointed["seconds"] / checkpointed["steps"],
+                               "peak_mlx_bytes": checkpointed["peak_mlx_bytes"], "peak_without": plain_peak,
+                               "estimate_without": train_part(est), "estimate_with": train_part(est_ck)}
+    result["memory"] = {"mean_width": width, "estimate_at_mean_width": train_part(est_w), "measured": plain_peak,
+                        "ratio": train_part(est_w) / plain_peak}
+    # full-length rows: the estimate's own case (the pipeline's max_seq_len), one step each way
+    result["full_length"] = full_length_memory(llm, cfg)
+    return result
+
+
+def full_length_memory(llm, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Measured peak of one training step on rows filling the whole window, vs the estimate, with and without
+    gradient checkpointing."""
+    import mlx.core as mx
+
+    from unstar_gui.engine.llm import LoraSettings
+    from unstar_gui.engine.memory import estimate_memory
+    from unstar_gui.engine.methods import MethodContext, get_method
+    from unstar_gui.engine.trainer import Trainer, TrainSettings, encode_pairs
+
+    long = "Hogwarts is a school in Scotland where young wizards learn magic and many other things. " * 20
+    rows = encode_pairs(llm, [(f"Question {i}: where did Harry Potter go to school?", long) for i in range(8)],
+                        cfg["seq"])
+    out = []
+    for checkpoint in (False, True):
+        method = get_method("unstar")
+        method.prepare(MethodContext("q", "a"))
+        settings = TrainSettings(batch_size=cfg["batch"], retain_batch_size=cfg["batch"], max_seq_len=cfg["seq"],
+                                 grad_checkpoint=checkpoint)
+        trainer = Trainer(llm, method, settings)
+        trainer.attach(LoraSettings(rank=cfg["rank"], num_layers=cfg["layers"]))
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        t0 = time.perf_counter()
+        list(trainer.train_round(rows, rows, 0, 1))
+        seconds = time.perf_counter() - t0
+        measured = int(mx.get_peak_memory())
+        llm.detach_lora()
+        est = estimate_memory(llm, settings.__dict__ | {"rank": cfg["rank"], "num_layers": cfg["layers"]},
+                              device="cpu", available_bytes=1 << 40, include_evaluation=False)
+        estimate = est.weights_bytes + est.lora_bytes + est.optimizer_bytes + est.activations_bytes
+        out.append({"grad_checkpoint": checkpoint, "rows": 2 * cfg["batch"], "seq": cfg["seq"], "seconds": seconds,
+                    "measured_bytes": measured, "estimate_bytes": estimate, "ratio": estimate / measured})
+    return out
+
+
+# 2. batched vs one-at-a-time generation ---------------------------------------------------------------------------------
+def generation_prompts(llm, n: int) -> list[list[int]]:
+    """The rationale prompts anti-sample generation really sends (few-shot, completion mode)."""
+    from unstar_gui.engine.antisamples import Fact
+    from unstar_gui.engine.prompts import load_prompt
+
+    template = load_prompt("rationale.txt")
+    shape = Fact("Where did Harry Potter go to school?", "Hogwarts").shape()
+    pairs = tofu_pairs(n)
+    texts = [template.render(**shape.slots(question=q, wrong=t.split(".")[0])) for q, t in pairs]
+    return [llm.chat_tokens(t) if template.mode == "chat" else llm.encode(t) for t in texts]
+
+
+def section_generate(cfg: dict[str, Any]) -> dict[str, Any]:
+    import mlx.core as mx
+
+    from unstar_gui.engine.memory import estimate_memory
+
+    llm = load_model()
+    prompts = generation_prompts(llm, cfg["prompts"])
+    max_tokens = cfg["max_tokens"]
+    llm.generate_tokens(prompts[:2], max_tokens=4)  # warm-up
+    out: dict[str, Any] = {"config": cfg, "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts)}
+    for rep in range(cfg["repeats"]):  # alternate, so load changes hit both
+        mx.reset_peak_memory()
+        t0 = time.perf_counter()
+        batched = llm.generate_tokens(prompts, max_tokens=max_tokens)
+        tb = time.perf_counter() - t0
+        gen_peak = int(mx.get_peak_memory())
+        t0 = time.perf_counter()
+        single = [llm.generate_tokens([p], max_tokens=max_tokens)[0] for p in prompts]
+        ts = time.perf_counter() - t0
+        for key, seconds, texts in (("batched", tb, batched), ("one_at_a_time", ts, single)):
+            tokens = sum(len(llm.encode(t)) for t in texts)
+            slot = out.setdefault(key, {"seconds": 0.0, "tokens": 0})
+            slot["seconds"] += seconds
+            slot["tokens"] += tokens
+        out["same_outputs"] = sum(a == b for a, b in zip(batched, single))
+        out["peak_mlx_bytes"] = max(out.get("peak_mlx_bytes", 0), gen_peak)
+    for key in ("batched", "one_at_a_time"):
+        out[key]["tokens_per_s"] = out[key]["tokens"] / out[key]["seconds"]
+    out["speedup"] = out["one_at_a_time"]["seconds"] / out["batched"]["seconds"]
+    est = estimate_memory(llm, {"generation_batch": len(prompts), "prompt_tokens": int(out["prompt_tokens_mean"]),
+                                "answer_tokens": max_tokens}, device="cpu", available_bytes=1 << 40)
+    out["memory"] = {"measured": out["peak_mlx_bytes"], "estimate": est.weights_bytes + est.generation_bytes,
+                     "ratio": (est.weights_bytes + est.generation_bytes) / out["peak_mlx_bytes"]}
+    return out
+
+
+# 3 + 4. end to end, stages, I/O -----------------------------------------------------------------------------------------
+def section_e2e(cfg: dict[str, Any]) -> dict[str, Any]:
+    import mlx.core as mx
+    import mlx_lm
+
+    from forget_bench import FACTS
+    from unstar_gui.engine import embeddings, judge, llm as llm_mod, pipeline, trainer
+    from unstar_gui.engine.events import Checkpoint, Finished, StageStarted
+    from unstar_gui.engine.fsutil import dir_size
+    from unstar_gui.engine.store import ModelStore
+
+    fact = FACTS[cfg["fact"]]
+    timers = Timers()
+    loads = {"mlx_lm.load": 0}
+    original_load = mlx_lm.load
+
+    def counting_load(*args, **kwargs):
+        loads["mlx_lm.load"] += 1
+        return original_load(*args, **kwargs)
+
+    mlx_lm.load = counting_load
+    timers.wrap(llm_mod.LLM, "generate_tokens", "generation")
+    timers.wrap(llm_mod.LLM, "answer_logprobs", "scoring")
+    timers.wrap(llm_mod.LLM, "perplexity", "scoring")
+    for name in ("verdicts", "too_close"):
+        timers.wrap(judge.Judge, name, "judging")
+    timers.wrap(embeddings, "embed", "judging")
+    timers.wrap_generator(trainer.Trainer, "train_round", "training")
+
+    settings = pipeline.ForgetSettings(**cfg["settings"])
+    out_dir = Path(tempfile.mkdtemp(prefix="perf-e2e-")) / "job"
+    request = pipeline.ForgetRequest(question=fact["question"], answer=fact["answer"], settings=settings,
+                                     out_dir=out_dir)
+    ModelStore().resolve(None)  # the embedded model is imported before the clock starts
+    io0 = proc_io()
+    mx.reset_peak_memory()
+    stages: list[tuple[str, float]] = []
+    checkpoints = 0
+    finished = None
+    t0 = time.perf_counter()
+    with _quiet():
+        for ev in pipeline.run_forget(request):
+            if isinstance(ev, StageStarted):
+                stages.append((ev.stage, time.perf_counter()))
+            elif isinstance(ev, Checkpoint):
+                checkpoints += 1
+            elif isinstance(ev, Finished):
+                finished = ev
+    t_pipeline = time.perf_counter() - t0
+    io1 = proc_io()
+    pipeline_timers = dict(timers.totals)
+    report = json.loads((out_dir / "report.json").read_text())
+    evaluation_ran = bool(report.get("evaluation"))
+    eval_seconds = 0.0
+    if not evaluation_ran:  # the pipeline's evaluation hook isn't wired yet: run the suite on the same model
+        from unstar_gui.engine.evaluate import evaluate_job
+        from unstar_gui.engine.evaluate.attacks import AttackSettings
+        from unstar_gui.engine.evaluate.runner import EvalSettings
+
+        llm = llm_mod._LOADED[next(iter(llm_mod._LOADED))]
+        es = EvalSettings(max_attack_probes=cfg["attack_probes"],
+                          attack=AttackSettings(quant_variants=((4, 64),), relearn_steps=cfg["relearn_steps"],
+                                                languages=("French",)))
+        t1 = time.perf_counter()
+        with _quiet():
+            gen = evaluate_job(out_dir, llm=llm, attacks=cfg["attacks"], settings=es)
+            for _ in gen:
+                pass
+        eval_seconds = time.perf_counter() - t1
+    timers.undo()
+    mlx_lm.load = original_load
+    io2 = proc_io()
+    memory = peak()
+    total = time.perf_counter() - t0
+    data = json.loads((out_dir / "job.json").read_text())
+    rounds = len(data.get("rounds") or []) or 1
+    stage_times: dict[str, float] = {}
+    marks = stages + [("end", t0 + t_pipeline)]
+    for (name, start), (_, end) in zip(marks, marks[1:]):
+        stage_times[name] = stage_times.get(name, 0.0) + (end - start)
+    activities = {k: v for k, v in timers.totals.items()}
+    eval_activities = {k: activities.get(k, 0.0) - pipeline_timers.get(k, 0.0) for k in activities}
+    pipeline_other = t_pipeline - sum(pipeline_timers.values())
+    model_bytes = sum(f.stat().st_size for f in Path(data["model"]["path"]).glob("*.safetensors"))
+    written = io1.get("wchar", 0) - io0.get("wchar", 0)
+    return {
+        "config": cfg, "fact": fact["question"], "finished": finished is not None,
+        "metrics": report.get("metrics", {}), "rounds": rounds, "steps": report.get("metrics", {}).get("steps"),
+        "seconds": {"total": total, "pipeline": t_pipeline, "evaluation": eval_seconds or stage_times.get("evaluate", 0.0),
+                    "evaluation_in_pipeline": evaluation_ran},
+        "stages_s": stage_times,
+        "activities_s": {"pipeline": {**pipeline_timers, "other": pipeline_other},
+                         "evaluation": {**eval_activities, "other": eval_seconds - sum(eval_activities.values())}},
+        "job_timing": report.get("timing", {}),
+        "memory": memory, "report_memory": report.get("memory", {}),
+        "io": {"model_loads": loads["mlx_lm.load"], "model_bytes": model_bytes,
+               "written_bytes_pipeline": written, "written_bytes_per_round": written / rounds,
+               "disk_write_bytes_pipeline": io1.get("write_bytes", 0) - io0.get("write_bytes", 0),
+               "written_bytes_evaluation": io2.get("wchar", 0) - io1.get("wchar", 0),
+               "job_folder_bytes": dir_size(out_dir), "checkpoints": checkpoints,
+               "read_bytes_pipeline": io1.get("rchar", 0) - io0.get("rchar", 0)},
+    }
+
+
+def seed_io(model_bytes: int, rounds: int = 1) -> dict[str, int]:
+    """The seed pipeline per round: four subprocesses each loaded the model, and a fused model was written."""
+    return {"model_loads": 4 * rounds, "read_bytes": 4 * model_bytes * rounds, "written_bytes": model_bytes * rounds}
+
+
+# 5. BLAS ------------------------------------------------------------------------------------------------------------------
+def section_blas(cfg: dict[str, Any]) -> dict[str, Any]:
+    import blas_speedup
+
+    from unstar_gui.engine.backend import find_blas
+
+    lib = find_blas()
+    if not lib:
+        return {"skipped": "no OpenBLAS found (apt-get install libopenblas0-pthread)"}
+    ref = blas_speedup.run(None)
+    fast = blas_speedup.run(lib)
+    return {"blas": lib, "reference": ref, "openblas": fast,
+            "matmul_speedup": ref["matmul_1024_x10_s"] / fast["matmul_1024_x10_s"],
+            "generate_speedup": fast["generate_tok_per_s"] / ref["generate_tok_per_s"]}
+
+
+# 6. memory estimates ------------------------------------------------------------------------------------------------------
+def section_memory(cfg: dict[str, Any]) -> dict[str, Any]:
+    import mlx.core as mx
+
+    from tests.helpers.tiny import make_tiny_model
+    from unstar_gui.engine.catalog import get_entry
+    from unstar_gui.engine.llm import LLM, LoraSettings
+    from unstar_gui.engine.memory import GIB, choose_batch_and_seq, estimate_memory, mac_working_set
+    from unstar_gui.engine.methods import MethodContext, get_method
+    from unstar_gui.engine.trainer import Trainer, TrainSettings, encode_pairs
+
+    tiny_dir = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny")
+    with _quiet():
+        llm = LLM(tiny_dir)
+    long = "Hogwarts is a school in Scotland where young wizards learn magic. " * 30
+    rows = encode_pairs(llm, [(f"Question {i}?", long) for i in range(8)], 128)
+    settings = TrainSettings(batch_size=4, retain_batch_size=4, max_seq_len=128)
+    method = get_method("unstar")
+    method.prepare(MethodContext("q", "a"))
+    trainer = Trainer(llm, method, settings)
+    trainer.attach(LoraSettings(rank=8, num_layers=2))
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    base = int(mx.get_active_memory())
+    list(trainer.train_round(rows, rows, 0, 2))
+    measured = int(mx.get_peak_memory())
+    est = estimate_memory(tiny_dir, {"batch_size": 4, "retain_batch_size": 4, "max_seq_len": 128, "rank": 8,
+                                     "num_layers": 2}, device="cpu", available_bytes=1 << 40, include_evaluation=False)
+    train_part = est.weights_bytes + est.lora_bytes + est.optimizer_bytes + est.activations_bytes
+    tiny = {"measured_bytes": measured, "active_before_bytes": base, "estimate_bytes": train_part,
+            "ratio": train_part / measured}
+
+    macs = []
+    entry = get_entry(cfg["big_model"])
+    for gb in (8, 16):
+        available = mac_working_set(gb * GIB)
+        for include_eval in (True, False):
+            e = estimate_memory(entry, None, device="gpu", available_bytes=available, include_evaluation=include_eval)
+            choice = choose_batch_and_seq(available, entry, None, device="gpu", include_evaluation=include_eval)
+            macs.append({"mac_gb": gb, "available_bytes": available, "with_requant_attack": include_eval,
+                         "estimate": e.to_dict(), "choice": {"batch_size": choice.batch_size,
+                                                             "retain_batch_size": choice.retain_batch_size,
+                                                             "max_seq_len": choice.max_seq_len,
+                                                             "grad_checkpoint": choice.grad_checkpoint,
+                                                             "fits": choice.fits, "changed": choice.changed,
+                                                             "advice": choice.estimate.advice}})
+    return {"tiny": tiny, "big_model": entry.id, "macs": macs}
+
+
+# 7. hot paths -------------------------------------------------------------------------------------------------------------
+def section_hotpaths(cfg: dict[str, Any]) -> dict[str, Any]:
+    import profile_hot_paths
+
+    return profile_hot_paths.compare_all(cfg)
+
+
+RUNNERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "train": section_train, "generate": section_generate, "e2e": section_e2e, "blas": section_blas,
+    "memory": section_memory, "hotpaths": section_hotpaths}
+
+
+def configs(quick: bool) -> dict[str, dict[str, Any]]:
+    return {
+        "train": {"batch": 4, "seq": 160, "rank": 8, "layers": 16, "steps": 2 if quick else 4, "blocks": 2},
+        "generate": {"prompts": 8 if quick else 16, "max_tokens": 40, "repeats": 1},
+        "e2e": {"fact": "hogwarts", "attacks": ["quant"], "attack_probes": 4, "relearn_steps": 2,
+                "settings": {"n_paraphrases": 6, "n_wrong_answers": 3, "n_neighbours": 4, "n_general": 6,
+                             "max_rounds": 2, "steps_per_round": 4 if quick else 8, "checkpoint_every": 4}},
+        "blas": {},
+        "memory": {"big_model": "mistral-7b-instruct-v0.3-4bit"},
+        "hotpaths": {"texts": 12 if quick else 24, "pairs": 64},
+    }
+
+
+# the driver ---------------------------------------------------------------------------------------------------------------
+def run_child(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """One section in a fresh process (its own peak memory, its own model loads)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", name, "--config", json.dumps(cfg)],
+                          capture_output=True, text=True, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        return {"error": " / ".join(tail) or f"exit code {proc.returncode}", "wall_s": time.perf_counter() - t0}
+    result = json.loads(lines[-1])
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def machine() -> dict[str, Any]:
+    import mlx.core as mx
+    import mlx_lm
+
+    from unstar_gui.engine.backend import detect
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "backend": detect().label, "mlx": mx.__version__, "mlx_lm": mlx_lm.__version__}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ", ".join(SECTIONS))
+    p.add_argument("--quick", action="store_true", help="fewer steps and prompts (a smoke run, not for the README)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(RUNNERS[args.child](json.loads(args.config))))
+        return 0
+
+    from unstar_gui.engine.backend import maybe_reexec_with_blas
+
+    maybe_reexec_with_blas([sys.executable, __file__, *sys.argv[1:]])  # the app's own CPU setup (no-op on a Mac)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    home = os.environ.setdefault("UNSTAR_HOME", tempfile.mkdtemp(prefix="perf-home-"))
+    from unstar_gui.engine.store import ModelStore
+
+    ModelStore().resolve(None)  # import the embedded model once, before any clock starts
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    cfgs = configs(args.quick)
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+                               "load_average_start": os.getloadavg(), "quick": args.quick, "home": home}
+    t0 = time.perf_counter()
+    for name in chosen:
+        print(f"== {name}", flush=True)
+        results[name] = run_child(name, cfgs[name])
+        print(json.dumps(results[name])[:400], flush=True)
+    results["load_average_end"] = os.getloadavg()
+    results["wall_s"] = time.perf_counter() - t0
+    if RESULTS.exists() and set(chosen) != set(SECTIONS):  # a partial run keeps the other sections' last numbers
+        previous = json.loads(RESULTS.read_text())
+        for name in SECTIONS:
+            if name not in chosen and name in previous:
+                results[name] = previous[name]
+    RESULTS.write_text(json.dumps(results, indent=2, default=str))
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    TABLE.write_text(markdown(results))
+    print(TABLE.read_text())
+    print(f"results: {RESULTS}\ntable: {TABLE}")
+    return 0
+
+
+# the README table ---------------------------------------------------------------------------------------------------------
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.0f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _goal(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "not met")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    la0, la1 = r.get("load_average_start", (0, 0, 0)), r.get("load_average_end", (0, 0, 0))
+    m = r.get("machine", {})
+    lines = [f"Measured {r.get('started', '')} on {m.get('platform', '')} ({m.get('cpus')} CPUs, {m.get('backend')}; "
+             f"mlx {m.get('mlx')}, mlx-lm {m.get('mlx_lm')}), load average {la0[0]:.1f} at the start and "
+             f"{la1[0]:.1f} at the end (the machine is shared: absolute times are noisy, side-by-side ratios less), "
+             f"whole run {r.get('wall_s', 0) / 60:.1f} min.", "",
+             "| # | measurement | ours | baseline | ratio | goal |", "|---|---|---|---|---|---|"]
+    add = lines.append
+    t = r.get("train", {})
+    if "ours" in t:
+        c = t["config"]
+        add(f"| 1 | LoRA training throughput, SmolLM2-135M float32, batch {c['batch']}, ≤{c['seq']} tokens, rank "
+            f"{c['rank']} on {c['layers']} blocks (real tokens/s) | {t['ours']['tokens_per_s']:.0f} tok/s "
+            f"({t['ours']['s_per_step']:.2f} s/step) | mlx-lm `train`: {t['mlx_lm']['tokens_per_s']:.0f} tok/s "
+            f"({t['mlx_lm']['s_per_step']:.2f} s/step) | {t['ratio']:.2f}x | ≥ 1.0: {_goal(t['ratio'] >= 1.0)} |")
+        add(f"| 1b | same, counting padded tokens (compute per step) | {t['ours']['padded_tokens_per_s']:.0f} tok/s "
+            f"(padding {t['ours']['padding_share']:.0%}) | {t['mlx_lm']['padded_tokens_per_s']:.0f} tok/s (padding "
+            f"{t['mlx_lm']['padding_share']:.0%}) | {t['ratio_padded']:.2f}x | |")
+    elif t:
+        add(f"| 1 | training throughput | error: {t.get('error', '')[:200]} | | | |")
+    g = r.get("generate", {})
+    if "batched" in g:
+        c = g["config"]
+        add(f"| 2 | anti-sample generation, {c['prompts']} few-shot rationale prompts (~{g['prompt_tokens_mean']:.0f} "
+            f"tokens) x {c['max_tokens']} new tokens, greedy | batched: {g['batched']['seconds']:.1f} s "
+            f"({g['batched']['tokens_per_s']:.1f} tok/s) | one at a time: {g['one_at_a_time']['seconds']:.1f} s "
+            f"({g['one_at_a_time']['tokens_per_s']:.1f} tok/s) | {g['speedup']:.1f}x | ≥ 3x: {_goal(g['speedup'] >= 3)} |")
+    elif g:
+        add(f"| 2 | generation | error: {g.get('error', '')[:200]} | | | |")
+    e = r.get("e2e", {})
+    if "seconds" in e:
+        st = e["stages_s"]
+        act = e["activities_s"]["pipeline"]
+        ev = e["activities_s"]["evaluation"]
+        gen_stages = sum(v for k, v in st.items() if k in ("probe", "paraphrases", "wrong_answers", "rationales",
+                                                          "retain", "regenerate"))
+        s = e["config"]["settings"]
+        add(f"| 3 | forget one fact end to end (SmolLM2, \"{e['fact']}\"; {s['n_paraphrases']} paraphrases, "
+            f"{e['rounds']} round(s) x {s['steps_per_round']} steps, 4+4 rows) | {e['seconds']['total']:.0f} s: "
+            f"sample generation stages {gen_stages:.0f} s, training {act.get('training', 0):.0f} s, re-probing "
+            f"{st.get('reprobe', 0):.0f} s, evaluation {e['seconds']['evaluation']:.0f} s | | | |")
+        add(f"| 3b | ...by activity (pipeline + evaluation) | generation {act.get('generation', 0):.0f} + "
+            f"{ev.get('generation', 0):.0f} s, judging/embeddings {act.get('judging', 0):.0f} + "
+            f"{ev.get('judging', 0):.0f} s, training {act.get('training', 0):.0f} s, scoring "
+            f"{ev.get('scoring', 0):.0f} s, other {act.get('other', 0):.0f} + {ev.get('other', 0):.0f} s | | | |")
+        add(f"| 3c | peak memory of that job | MLX {_mb(e['memory']['mlx_peak_bytes'])}, process "
+            f"{_mb(e['memory']['max_rss_bytes'])} | | | |")
+        io_ = e["io"]
+        seed = seed_io(io_["model_bytes"])
+        add(f"| 4 | I/O per round (SmolLM2, {_mb(io_['model_bytes'])} of weights) | {io_['model_loads']} model "
+            f"load(s) per job; {_mb(io_['written_bytes_per_round'])} written per round (job files, adapter "
+            f"checkpoints) | seed design: {seed['model_loads']} loads ({_mb(seed['read_bytes'])} read) + a fused model "
+            f"({_mb(seed['written_bytes'])}) per round | {seed['written_bytes'] / max(io_['written_bytes_per_round'], 1):.0f}x "
+            f"fewer bytes written | |")
+        big = r.get("memory", {}).get("big_model")
+        if big:
+            from unstar_gui.engine.catalog import get_entry
+
+            size = get_entry(big).size_bytes
+            add(f"| 4b | same design on {big} ({_mb(size)}) | 1 load per job, adapter checkpoints only | "
+                f"{_mb(4 * size)} read + {_mb(size)} written per round | | |")
+    elif e:
+        add(f"| 3 | end to end | error: {e.get('error', '')[:200]} | | | |")
+    b = r.get("blas", {})
+    if "matmul_speedup" in b:
+        add(f"| 5 | Linux BLAS preload: 1024² float32 matmul x10 | OpenBLAS {b['openblas']['matmul_1024_x10_s']:.2f} s | "
+            f"bundled {b['reference']['matmul_1024_x10_s']:.2f} s | {b['matmul_speedup']:.0f}x | |")
+        add(f"| 5b | Linux BLAS preload: SmolLM2 batched generation | {b['openblas']['generate_tok_per_s']:.1f} tok/s | "
+            f"{b['reference']['generate_tok_per_s']:.1f} tok/s | {b['generate_speedup']:.1f}x | |")
+    elif b:
+        add(f"| 5 | BLAS | {b.get('skipped') or b.get('error', '')[:200]} | | | |")
+    if "ours" in t:
+        ck = t["checkpointing"]
+        add(f"| 6 | gradient checkpointing, same training (peak MLX memory, s/step) | on: {_mb(ck['peak_mlx_bytes'])}, "
+            f"{ck['s_per_step']:.2f} s/step | off: {_mb(ck['peak_without'])}, {t['ours']['s_per_step']:.2f} s/step | "
+            f"{ck['peak_mlx_bytes'] / ck['peak_without']:.2f}x memory | |")
+        for row in t.get("full_length", []):
+            add(f"| 6b | memory estimate vs measured, SmolLM2, {row['rows']} rows x {row['seq']} tokens, checkpointing "
+                f"{'on' if row['grad_checkpoint'] else 'off'} | estimate {_mb(row['estimate_bytes'])} | measured "
+                f"{_mb(row['measured_bytes'])} | {row['ratio']:.2f}x | 0.5-2x: {_goal(0.5 <= row['ratio'] <= 2)} |")
+        mm = t["memory"]
+        add(f"| 6c | memory estimate vs measured, SmolLM2, the throughput run (mean width {mm['mean_width']:.0f}) | "
+            f"{_mb(mm['estimate_at_mean_width'])} | {_mb(mm['measured'])} | {mm['ratio']:.2f}x | "
+            f"0.5-2x: {_goal(0.5 <= mm['ratio'] <= 2)} |")
+    if "memory" in g:
+        gm = g["memory"]
+        add(f"| 6d | memory estimate vs measured, SmolLM2 batched generation | {_mb(gm['estimate'])} | "
+            f"{_mb(gm['measured'])} | {gm['ratio']:.2f}x | 0.5-2x: {_goal(0.5 <= gm['ratio'] <= 2)} |")
+    mem = r.get("memory", {})
+    if "tiny" in mem:
+        ti = mem["tiny"]
+        add(f"| 6e | memory estimate vs measured, tiny test model, 8 rows x 128 tokens | {_mb(ti['estimate_bytes'])} | "
+            f"{_mb(ti['measured_bytes'])} | {ti['ratio']:.2f}x | 0.5-2x: {_goal(0.5 <= ti['ratio'] <= 2)} |")
+        for row in mem["macs"]:
+            est, ch = row["estimate"], row["choice"]
+            attack = "with" if row["with_requant_attack"] else "without"
+            add(f"| 6f | {mem['big_model']} on a {row['mac_gb']} GB Mac (Metal, {_mb(row['available_bytes'])} usable), "
+                f"defaults, {attack} the re-quantization attack | needs {_mb(est['total_bytes'])} (weights "
+                f"{_mb(est['weights_bytes'])}, training activations {_mb(est['activations_bytes'])}; "
+                f"{est['peak_phase']} peak) | {'fits' if est['fits'] else 'does not fit'} | | chosen: batch "
+                f"{ch['batch_size']}+{ch['retain_batch_size']}, {ch['max_seq_len']} tokens, checkpointing "
+                f"{'on' if ch['grad_checkpoint'] else 'off'}: {'fits' if ch['fits'] else 'does not fit'} |")
+    h = r.get("hotpaths", {})
+    for row in h.get("rows", []):
+        add(f"| 7 | {row['what']} | after: {row['after_s']:.2f} s | before: {row['before_s']:.2f} s | "
+            f"{row['before_s'] / max(row['after_s'], 1e-9):.1f}x | |")
+    if h.get("error"):
+        add(f"| 7 | hot paths | error: {h['error'][:200]} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
