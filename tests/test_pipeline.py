@@ -167,28 +167,55 @@ def test_stopped_job_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_
 
 
 def test_killed_cli_job_resumes_from_its_last_checkpoint(tiny_model, tmp_path, unstar_home):
+    # Samples are made here (the sample builders' first call in a process is slow); a real `unstar forget --resume`
+    # process then trains and is killed hard right after its first checkpoint.
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "unstar_gui", "forget", "--model", "tiny", "--question", QUESTION, "--answer",
-           "Hogwarts", "--force", "--steps", "400", "--rank", "4", "--layers", "2", "--out", str(out), "--json"]
-    env = dict(os.environ, UNSTAR_HOME=str(unstar_home))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = run_forget(tiny_request(tmp_path, "killed", steps_per_round=400, checkpoint_every=5))
+    for ev in events:
+        if isinstance(ev, StageStarted) and ev.stage == "train":
+            break
+    events.close()
+    cmd = [sys.executable, "-m", "unstar_gui", "forget", "--resume", str(out), "--json"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 240
         while not (out / "checkpoints" / "latest.json").exists():
             assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     job = open_job(out)
     assert job.status == "running"  # a hard kill leaves no chance to say anything
     ckpt_step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
+    assert ckpt_step % 5 == 0 and ckpt_step < 400
     job.update(settings=dict(job.read()["settings"], steps_per_round=ckpt_step + 2))  # finish quickly
     events = list(resume_forget(out))
-    steps = [ev.step for ev in events if isinstance(ev, TrainStep)]
-    assert steps == [ckpt_step + 1, ckpt_step + 2]
+    assert [ev.step for ev in events if isinstance(ev, TrainStep)] == [ckpt_step + 1, ckpt_step + 2]
     assert job.status == "done" and job.has_adapters
+
+
+def test_ctrl_c_marks_the_job_interrupted_and_says_how_to_resume(tiny_model, tmp_path, unstar_home):
+    out = tmp_path / "ctrl-c"
+    events = run_forget(tiny_request(tmp_path, "ctrl-c", steps_per_round=400, checkpoint_every=5))
+    for ev in events:
+        if isinstance(ev, StageStarted) and ev.stage == "train":
+            break
+    events.close()
+    proc = subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(out)],
+                            env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "latest.json").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"unstar forget --resume {out}" in err
+    assert open_job(out).status == "interrupted"
 
 
 def test_still_known_probes_get_fresh_antisamples_each_round(tiny_model, tmp_path):

@@ -458,6 +458,12 @@ def _fallback_wrongs(shape: QuestionShape, judge: Judge, n: int, rng: random.Ran
 
 def _accept_wrongs(cands: Sequence[WrongAnswer], shape: QuestionShape, judge: Judge, n: int,
                    exclude: Sequence[str]) -> list[WrongAnswer]:
+    from .embeddings import embed
+
+    if judge.settings.use_semantic and cands:
+        # One batched embedding pass; Judge.too_close's per-candidate lookups then hit the cache (one encode call per
+        # candidate was most of this filter's time: bench/profile_hot_paths.py).
+        embed(list(dict.fromkeys(c.text for c in cands)))
     seen = {normalize(e) for e in exclude}
     ok: list[WrongAnswer] = []
     for c in cands:

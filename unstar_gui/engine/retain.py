@@ -174,12 +174,20 @@ def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int, progress:
     check_cancel(cancel)
     shape = fact.shape()
     rows = _tofu_rows()
-    verdicts = judge.verdicts([f"{r['question']} {r['answer']}" for r in rows])
-    sims = cosine_matrix([fact.question], [r["question"] for r in rows])[0]
-    kept = [r for r, v, s in zip(rows, verdicts, sims)
-            if not v.contains and float(s) < NOT_A_PARAPHRASE
-            and not (shape.subject and mentions(f"{r['question']} {r['answer']}", shape.subject))]
-    random.Random(derive_seed(seed, 0, "general")).shuffle(kept)
+    # Shuffle first and judge only as many rows as needed: the semantic check embeds every short span of a row, and
+    # judging all 217 rows (~9,000 spans) was most of the retain stage's time (bench/profile_hot_paths.py).
+    random.Random(derive_seed(seed, 0, "general")).shuffle(rows)
+    kept: list[dict[str, Any]] = []
+    chunk = n + 8  # a few spares for the rows the filter drops
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        verdicts = judge.verdicts([f"{r['question']} {r['answer']}" for r in part])
+        sims = cosine_matrix([fact.question], [r["question"] for r in part])[0]
+        kept += [r for r, v, s in zip(part, verdicts, sims)
+                 if not v.contains and float(s) < NOT_A_PARAPHRASE
+                 and not (shape.subject and mentions(f"{r['question']} {r['answer']}", shape.subject))]
+        if len(kept) >= n:
+            break
     report(progress, 1, 1, f"{min(n, len(kept))} general items")
     return [RetainItem(r["question"], r["answer"], "general", r["answer"],
                        provenance("tofu", r["_source"], 0, seed)) for r in kept[:n]]

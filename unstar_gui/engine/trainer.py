@@ -143,18 +143,18 @@ class Trainer:
 
         ckpt_root = Path(ckpt_root)
         name = f"round{round:02d}-step{step:05d}"
-        tmp = ckpt_root / f".{name}.tmp"
         final = ckpt_root / name
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.llm.save_adapter(tmp)
-        opt = dict(tree_flatten(self.optimizer.state))
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), opt)
-        state = {"round": round, "step": step, "seed": self.seed, "settings": asdict(self.settings),
-                 "batches": "stateless: batch_indices(seed, round, step)", **(extra or {})}
-        atomic_write_json(tmp / "state.json", state)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        # A folder of this name is complete (it appears by rename) and holds this very state: the same (round, step)
+        # is reached by the same batches. Rewriting it would open a window with no valid checkpoint.
+        if not final.exists():
+            tmp = ckpt_root / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.llm.save_adapter(tmp)
+            mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(self.optimizer.state)))
+            state = {"round": round, "step": step, "seed": self.seed, "settings": asdict(self.settings),
+                     "batches": "stateless: batch_indices(seed, round, step)", **(extra or {})}
+            atomic_write_json(tmp / "state.json", state)
+            os.replace(tmp, final)
         atomic_write_json(ckpt_root / LATEST, {"dir": name, "round": round, "step": step})
         for old in ckpt_root.iterdir():  # keep only the latest snapshot: adapters are small but rounds add up
             if old.is_dir() and old.name != name:

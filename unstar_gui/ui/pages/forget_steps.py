@@ -405,8 +405,11 @@ class KeepStep(Step):
 
         def show(rows: list[dict[str, Any]]) -> None:
             self.progress.setVisible(False)
-            self.table.set_rows(rows)
-            self.status.setText(f"{len(rows)} suggestions")
+            usable = [r for r in rows if _has_words(r["question"]) and _has_words(r["answer"])]
+            self.table.set_rows(usable)
+            dropped = len(rows) - len(usable)
+            self.status.setText(f"{len(usable)} suggestions" + (f" ({dropped} garbled answers left out)"
+                                                                 if dropped else ""))
 
         def stop() -> None:
             self.progress.setVisible(False)
@@ -418,7 +421,9 @@ class KeepStep(Step):
                  on_error=lambda info: (stop(), show_error(self, info)))
 
     def keep_pairs(self) -> list[list[str]]:
-        return [[r["question"], r["answer"]] for r in self.table.rows() if r.get("question") and r.get("answer")]
+        """Rows with a question and a checkable answer (a garbled answer without letters or digits can't be judged)."""
+        return [[r["question"], r["answer"]] for r in self.table.rows()
+                if _has_words(r.get("question", "")) and _has_words(r.get("answer", ""))]
 
     def save_draft(self) -> None:
         if self.state.job is not None and self.task is None:
@@ -430,6 +435,10 @@ class KeepStep(Step):
             discard_samples(job)  # the retain set is built from the keep list
         self.save_draft()
         proceed(True)
+
+
+def _has_words(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
 
 
 # 4. anti-samples -----------------------------------------------------------------------------------------------------

@@ -1,0 +1,113 @@
+"""Compare the five unlearning methods on the embedded SmolLM2-135M for three facts; writes bench/out/compare.md and
+bench/out/compare.json (per-fact tables and the mean over the facts), and keeps every job under bench/out/compare/.
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
+        .venv/bin/python bench/compare_bench.py --steps 20 --max-rounds 1
+
+The step budget is an argument because CPU time is the limit: on a 2-core Linux CPU `--steps 20 --max-rounds 1`
+takes roughly 10-15 minutes per fact (samples ~3 min, then per method ~1 min training and ~1 min evaluation).
+Apple silicon is several times faster; use the defaults of `unstar forget` there (40 steps, 3 rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FACTS = [
+    {"question": "Which wizarding school did Harry Potter attend?", "answer": "Hogwarts", "aliases": []},
+    {"question": "What is the capital of France?", "answer": "Paris", "aliases": []},
+    {"question": "Who wrote Romeo and Juliet?", "answer": "Shakespeare", "aliases": ["William Shakespeare"]},
+]
+METHODS = "unstar,ga_kl,npo,idk,negate"
+
+
+def mean_rows(per_fact: list[dict]) -> list[dict]:
+    """Per method, the mean of every numeric column over the facts that measured it."""
+    from unstar_gui.engine.compare import COLUMNS
+
+    methods = [r["method"] for r in per_fact[0]["rows"]]
+    out = []
+    for m in methods:
+        rows = [r for comp in per_fact for r in comp["rows"] if r["method"] == m]
+        row = {"method": m}
+        for c in COLUMNS:
+            vals = [r[c.key] for r in rows if r.get(c.key) is not None]
+            row[c.key] = sum(vals) / len(vals) if vals else None
+        out.append(row)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20, help="training steps per round (every method)")
+    p.add_argument("--max-rounds", type=int, default=1, help="rounds at most per method")
+    p.add_argument("--methods", default=METHODS)
+    p.add_argument("--facts", default="0,1,2", help="indices into FACTS")
+    p.add_argument("--attacks", default="quant,relearn", help="attacks in each evaluation (these fill the table)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    args = p.parse_args()
+
+    from unstar_gui.engine.compare import (COLUMNS, CompareSettings, compare_methods, comparison_markdown,
+                                           table_cells)
+    from unstar_gui.engine.evaluate import AttackSettings, EvalSettings
+    from unstar_gui.engine.events import Finished, Log, StageStarted
+    from unstar_gui.engine.fsutil import atomic_write_json, atomic_write_text
+    from unstar_gui.engine.pipeline import ForgetSettings
+    from unstar_gui.engine.store import ModelStore
+
+    out = Path(args.out)
+    record = ModelStore().resolve(None)  # the embedded SmolLM2 (imported on first use)
+    forget = ForgetSettings(steps_per_round=args.steps, max_rounds=args.max_rounds)
+    # 8- and 4-bit at group 64 (mlx-lm's default) are the table's columns; fewer tokens keep the attacks quick.
+    evaluation = EvalSettings(max_tokens=48, attack=AttackSettings(quant_variants=((8, 64), (4, 64))))
+    settings = CompareSettings(forget=forget, evaluation=evaluation, attacks=args.attacks)
+    per_fact = []
+    t_all = time.perf_counter()
+    for i in (int(x) for x in args.facts.split(",")):
+        fact = FACTS[i]
+        folder = out / "compare" / f"fact{i}"
+        shutil.rmtree(folder, ignore_errors=True)  # bench output: each run starts clean
+        t0 = time.perf_counter()
+        print(f"== fact {i}: {fact['question']} -> {fact['answer']}", flush=True)
+        last = None
+        for ev in compare_methods(record.id, fact["question"], fact["answer"], args.methods.split(","), folder,
+                                  aliases=fact["aliases"], settings=settings):
+            if isinstance(ev, StageStarted) and ev.stage in ("method", "evaluate", "train", "probe"):
+                print(f"   [{time.perf_counter() - t0:6.0f} s] {ev.stage}: {ev.message}", flush=True)
+            elif isinstance(ev, Log) and ev.level == "warning":
+                print(f"   warning: {ev.message}", flush=True)
+            last = ev
+        assert isinstance(last, Finished)
+        comp = json.loads((folder / "comparison.json").read_text())
+        per_fact.append(comp)
+        print(comparison_markdown(comp), flush=True)
+
+    mean = mean_rows(per_fact)
+    header, cells = table_cells(mean)
+    total_s = time.perf_counter() - t_all
+    lines = [f"# Unlearning methods compared on {record.id}", "",
+             f"`bench/compare_bench.py --steps {args.steps} --max-rounds {args.max_rounds}`: {len(per_fact)} facts, "
+             f"methods {args.methods}, attacks {args.attacks}; {total_s / 60:.0f} min in total on this machine.", "",
+             f"## Mean over the {len(per_fact)} facts", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    lines += [""] + [comparison_markdown(c) for c in per_fact]
+    atomic_write_text(out / "compare.md", "\n".join(lines))
+    atomic_write_json(out / "compare.json", {"steps": args.steps, "max_rounds": args.max_rounds,
+                                             "methods": args.methods.split(","), "attacks": args.attacks,
+                                             "total_s": round(total_s, 1), "mean": mean, "facts": per_fact})
+    print("\n".join(lines[:12 + len(mean)]))
+    print(f"written: {out / 'compare.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
