@@ -49,6 +49,44 @@ def taught(taught_dir, unstar_home):
     return import_mlx_folder(ModelStore(), taught_dir, model_id="taught")
 
 
+PROBES = [(QUESTION, "original"), ("Which school did Harry Potter attend?", "train"),
+          ("Harry Potter studied at which school?", "heldout"), ("Name the school Harry Potter went to.", "heldout")]
+RETAIN = [("What is the capital of France?", "Paris", "neighbour_answer", "train"),
+          ("Who wrote Romeo and Juliet?", "Shakespeare", "general", "heldout"),
+          ("What is the capital of France, the country?", "Paris", "general", "train")]
+
+
+@pytest.fixture
+def crafted_samples(monkeypatch):
+    """Replace the generate stage by one that writes crafted probes / anti-samples / retain rows with the base
+    model's real answers (the real stage on a random tiny model spends minutes filtering its gibberish; the
+    pipeline's own tests cover it). Counts its calls: compare must generate once."""
+    from unstar_gui.engine import compare
+    from unstar_gui.engine.evaluate.probing import make_judge
+
+    calls = []
+
+    def generate(job, llm, cancel=None):
+        calls.append(job.dir)
+        answers = llm.answer([q for q, _ in PROBES] + [r[0] for r in RETAIN], max_tokens=8)
+        judge = make_judge(ANSWER, semantic=False)
+        job.write_rows("probes.jsonl", [{"question": q, "style": "direct", "split": sp, "base_answer": a,
+                                         "known": judge.contains(a)} for (q, sp), a in zip(PROBES, answers)])
+        job.write_rows("antisamples.jsonl", [
+            {"question": q, "wrong_answer": w, "rationale": f"It is {w}.", "style": "direct",
+             "provenance": {"source": "template"}, "round": 0, "id": i}
+            for i, ((q, _), w) in enumerate(zip(PROBES[:2], ["Durmstrang", "Beauxbatons"]))])
+        job.write_rows("retain.jsonl", [
+            {"question": q, "target": a, "kind": k, "reference": ref, "provenance": {}, "base_answer": a,
+             "known": ref.lower() in a.lower(), "split": sp}
+            for (q, ref, k, sp), a in zip(RETAIN, answers[len(PROBES):])])
+        job.update(samples_ready=True, samples_round=0, stage="train")
+        yield StageStarted("samples", "crafted")
+
+    monkeypatch.setattr(compare, "generate_samples", generate)
+    return calls
+
+
 def fast() -> CompareSettings:
     forget = ForgetSettings(rank=4, num_layers=2, steps_per_round=3, max_rounds=1, batch_size=2,
                             retain_batch_size=2, max_seq_len=64, n_paraphrases=4, n_wrong_answers=2,
@@ -93,13 +131,14 @@ def test_methods_are_checked_before_anything_runs(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_two_methods_on_the_same_samples_write_every_column(taught, tmp_path):
+def test_two_methods_on_the_same_samples_write_every_column(taught, crafted_samples, tmp_path):
     out = tmp_path / "cmp"
     events = list(compare_methods("taught", QUESTION, ANSWER, ["unstar", "negate"], out, settings=fast()))
     assert isinstance(events[-1], Finished) and events[-1].job_dir == str(out)
     assert [e.message.split(" ")[0] for e in events if isinstance(e, StageStarted) and e.stage == "method"] == [
         "unstar", "negate"]
     assert sum(isinstance(e, TrainStep) for e in events) == 6  # 3 steps each
+    assert crafted_samples == [out / "samples"]  # generated once, for both
 
     # generated once, the same files for both methods
     samples = {n: (out / "samples" / n).read_text() for n in ("probes.jsonl", "antisamples.jsonl", "retain.jsonl")}
@@ -118,7 +157,9 @@ def test_two_methods_on_the_same_samples_write_every_column(taught, tmp_path):
             assert c.key in row
         assert row["wall_s"] > 0 and row["peak_memory_bytes"] > 0
         assert row["efficacy_4bit"] is not None and row["efficacy_8bit"] is not None  # the quant attack ran
-        assert row["efficacy_heldout"] is None or 0 <= row["efficacy_heldout"] <= 1
+        for c in COLUMNS:  # the taught model knows the fact and the retain facts: every column is measured
+            assert row[c.key] is not None, c.key
+        assert row["general_utility_scope"] == "held-out"
     md = (out / "comparison.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
     assert [h.strip() for h in header.strip("|").split("|")] == ["Method"] + [c.label for c in COLUMNS]
@@ -129,7 +170,7 @@ def test_two_methods_on_the_same_samples_write_every_column(taught, tmp_path):
         assert json.loads((out / m / "report.json").read_text())["comparison"]["current"] == m
 
 
-def test_cli_compare_prints_the_table(taught, tmp_path, capsys, monkeypatch):
+def test_cli_compare_prints_the_table(taught, crafted_samples, tmp_path, capsys, monkeypatch):
     import dataclasses
 
     from unstar_gui.cli import main

@@ -14,8 +14,8 @@ import pytest
 from unstar_gui.engine.errors import Cancelled, InvalidInput, JobError
 from unstar_gui.engine.evaluate import EvalSettings, evaluate_job, parse_attacks, render_html
 from unstar_gui.engine.evaluate import metrics
-from unstar_gui.engine.evaluate.attacks import (AttackSettings, adapter_snapshot, guess_subject, mc_choice,
-                                                round_trip, says_yes)
+from unstar_gui.engine.evaluate.attacks import (AttackSettings, adapter_snapshot, clean_description, guess_subject,
+                                                mc_choice, round_trip, says_yes)
 from unstar_gui.engine.evaluate.report_html import SECTIONS
 from unstar_gui.engine.events import Event, Progress, StageStarted
 from unstar_gui.engine.jobs import create_job
@@ -191,6 +191,10 @@ def test_answer_readers():
     assert guess_subject("Which wizarding school did Harry Potter attend?") == "Harry Potter"
     assert guess_subject("Who wrote The Lord of the Rings?") == "Lord of the Rings"
     assert guess_subject("what is two plus two?") == ""
+    assert clean_description("Harry Potter is a young wizard who lives with the Dursleys.", "Harry Potter") == \
+        "a young wizard who lives with the Dursleys"
+    assert clean_description("the author of the Harry Potter books", "Harry Potter") == "the author"
+    assert clean_description("Harry Potter.", "Harry Potter") == ""
 
 
 def test_parse_attacks():

@@ -94,3 +94,15 @@ def test_too_close_on_names_and_numbers():
 def test_empty_answer_is_invalid_input():
     with pytest.raises(InvalidInput):
         Judge("  ")
+
+
+def test_question_words_are_no_semantic_evidence():
+    """The subject alone sits close to the answer in embedding space ("harry potter" vs Hogwarts 0.68); spans made
+    of the question's words must not add up to a leak, while real mentions still count."""
+    text = ("Harry Potter went to school at St. Andrews School. Harry Potter was a student at St. Andrews School, "
+            "where the school records list the name among its pupils.")
+    judge = Judge("Hogwarts", context="Where did Harry Potter go to school?")
+    assert not judge.contains(text)
+    assert judge.verdict("Harry Potter went to school at Durmstrang.").score < 0.5
+    assert judge.contains("Harry Potter went to Hogwart's School.")
+    assert Judge("William Shakespeare", context="Who wrote Hamlet?").contains("Hamlet is by Shakespeare.")

@@ -214,6 +214,25 @@ def first_sentences(text: str, n: int = 2, max_words: int = 40) -> str:
     return out
 
 
+def complete_sentences(text: str, n: int = 2, max_words: int = 40) -> str:
+    """At most n sentences, without a last one that the token limit cut off ("" if none is complete)."""
+    parts = [p for p in re.split(r"(?<=[.!?])\s+", text.strip()) if p][:n]
+    while parts and not re.search(r"[.!?][\"')\]]*$", parts[-1]):
+        parts.pop()
+    out = " ".join(parts)
+    while parts and len(out.split()) > max_words:
+        parts.pop()
+        out = " ".join(parts)
+    return out
+
+
+def contextual_judge(judge: Judge, question: str) -> Judge:
+    """The judge, told the question: a text that repeats the question's words is not evidence of the answer."""
+    if judge.context:
+        return judge
+    return Judge(judge.answer, tuple(judge.aliases), judge.settings, context=question)
+
+
 def _dedupe_order(texts: Sequence[str], fixed: Sequence[str], threshold: float) -> list[int]:
     """Indices of `texts` kept, in order, each less similar than `threshold` to `fixed` and to earlier kept ones."""
     from .embeddings import embed
@@ -524,6 +543,7 @@ def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judg
     if not pairs:
         return []
     shape = fact.shape() if fact is not None else analyse(pairs[0][0], judge.answer)
+    judge = contextual_judge(judge, shape.question)
     llm_seed = derive_seed(seed, round, "rationale-model")
     check_cancel(cancel)
     report(progress, 0, 2, "Writing rationales")
@@ -536,7 +556,7 @@ def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judg
     for i, ((_, wrong), outs) in enumerate(zip(pairs, raw)):
         names_wrong = Judge(wrong, settings=replace(judge.settings, use_semantic=False))
         for out in outs:
-            text = first_sentences(" ".join(parse_items(out)))
+            text = complete_sentences(" ".join(parse_items(out)), 2, 35)
             if 4 <= len(text.split()) and names_wrong.contains(text) and not _ARGUES_AGAINST.search(text):
                 cands.append((i, text))
     leaks = judge.verdicts([t for _, t in cands])  # batched: one embedding pass for every candidate
@@ -614,4 +634,10 @@ def build_antisamples(llm: Any, fact: Fact, paraphrases: Sequence[Paraphrase],
         prov = {"source": sources.pop() if len(sources) == 1 else "mixed", "round": round, "seed": seed,
                 "question": p.provenance, "wrong_answer": w.provenance, "rationale": r_prov}
         out.append(AntiSample(p.text, w.text, rationale, p.style, prov, _answer_sentence(p, w.text, shape, lexical)))
+    # Last guard: a target must never say the true answer, whatever the pieces looked like on their own.
+    leaks = contextual_judge(judge, fact.question).verdicts([s.target_text() for s in out])
+    for s, v in zip(out, leaks):
+        if v.contains:
+            s.answer_sentence, s.rationale = f"{s.wrong_answer}.", ""
+            s.provenance["rationale"] = provenance("template", "dropped: the target named the answer", round, seed)
     return out

@@ -59,14 +59,18 @@ def _numbers_in(text: str) -> set[int]:
     return found
 
 
-def _spans(text: str, max_words: int = 6) -> list[str]:
+def _spans(text: str, max_words: int = 6, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """Candidate answer spans: none starts or ends with a function word ("went to school at" names nothing), and
+    none holds an `ignore` word (the question's own words are no evidence of the answer, yet "school harry potter"
+    scored 0.77 against Hogwarts)."""
     words = normalize(text).split()
     spans = []
     for n in range(1, max_words + 1):
         for i in range(0, max(1, len(words) - n + 1)):
-            span = " ".join(words[i:i + n])
-            if span and span not in _STOP:
-                spans.append(span)
+            chunk = words[i:i + n]
+            if not chunk or chunk[0] in _STOP or chunk[-1] in _STOP or any(w in ignore for w in chunk):
+                continue
+            spans.append(" ".join(chunk))
     return spans[:400]
 
 
@@ -75,6 +79,7 @@ class Judge:
     answer: str
     aliases: Sequence[str] = field(default_factory=tuple)
     settings: JudgeSettings = field(default_factory=JudgeSettings)
+    context: str = ""  # optional: the question; spans holding its words don't count as a semantic match
 
     def __post_init__(self) -> None:
         targets = [self.answer, *self.aliases]
@@ -86,6 +91,8 @@ class Judge:
         self._numbers = set().union(*(_numbers_in(t) for t in [self.answer, *self.aliases]))
         # A one-word answer that is mostly a number ("1997") is judged on numbers alone.
         self._numeric = all(re.fullmatch(r"[\d\s.,]+", t) for t in self.targets)
+        target_words = {w for t in self.targets for w in t.split()}
+        self._ignore = frozenset(w for w in normalize(self.context).split() if w not in target_words)
 
     # the verdict ---------------------------------------------------------------------------------------------------
     def verdict(self, text: str) -> Verdict:
@@ -135,7 +142,7 @@ class Judge:
     def _semantic(self, texts: Sequence[str], idx: Sequence[int], out: list[Verdict | None]) -> None:
         from .embeddings import cosine_matrix, embed
 
-        spans_of = [_spans(text) for text in texts]
+        spans_of = [_spans(text, ignore=self._ignore) for text in texts]
         # One batched embedding pass for every span of every text (the cache serves the per-text lookups below):
         # one encode call per text was most of the judging time (bench/profile_hot_paths.py).
         embed(list(dict.fromkeys([*self.targets, *(sp for spans in spans_of for sp in spans)])))

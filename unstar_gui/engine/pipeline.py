@@ -12,6 +12,7 @@ seconds) -> paraphrases -> wrong_answers -> antisamples -> retain -> train (Trai
 from __future__ import annotations
 
 import random
+import re
 import resource
 import sys
 import time
@@ -169,7 +170,7 @@ def create_forget_job(request: ForgetRequest) -> Job:
     return create_job(directory, data)
 
 
-# small helpers ---------------------------------------------------------------------------------------------------------
+# small helpers -------------------------------------------------------------------------------------------------------
 def _fact(data: dict[str, Any]):
     from .antisamples import Fact
 
@@ -206,6 +207,25 @@ def _answers(llm: LLM, questions: Sequence[str], max_tokens: int, stage: str,
     return out
 
 
+_YES = re.compile(r"^\W*(yes|yeah|yep|correct|indeed|that's right|that is right)\b", re.I)
+_NO = re.compile(r"^\W*(no|nope|not|never|incorrect|false)\b", re.I)
+
+
+def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
+    """Does an answer to a probe still give the fact away?
+
+    A yes/no probe names the answer by design ("Did Harry Potter attend Hogwarts?"): it leaks when the model affirms
+    it, and a reply that starts by denying it ("No, he went to Durmstrang") does not leak even if it echoes the name.
+    Every other probe leaks when the answer names the fact (judge: exact, fuzzy, number or semantic match).
+    """
+    if style == "yes_no":
+        if _YES.match(answer):
+            return True
+        if _NO.match(answer):
+            return False
+    return judge.contains(answer)
+
+
 def _known_retain(row: dict[str, Any], answer: str) -> bool:
     reference = (row.get("reference") or row.get("target") or "").strip()
     return bool(reference) and Judge(reference).contains(answer)
@@ -220,7 +240,7 @@ def _retain_weight(s: ForgetSettings, rounds: Sequence[dict[str, Any]]) -> float
     return s.retain_weight * 2 ** sum(1 for r in rounds if not r.get("retention_holds", True))
 
 
-# stage 1-2: probes, anti-samples, retain set ---------------------------------------------------------------------------
+# stage 1-2: probes, anti-samples, retain set -------------------------------------------------------------------------
 def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Iterator[Event]:
     """Probe the base model and write probes.jsonl, antisamples.jsonl and retain.jsonl (skipped when done before)."""
     from .antisamples import Paraphrase, build_antisamples, paraphrase_questions, wrong_answers
@@ -239,7 +259,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     job.update(stage="probe")
     yield StageStarted("probe", "Asking the base model the question")
     original_answer = llm.answer([fact.question], max_tokens=s.probe_max_tokens)[0]
-    original_known = judge.contains(original_answer)
+    original_known = probe_leaks("original", original_answer, judge)
     if not original_known:
         shown = original_answer if len(original_answer) <= 200 else original_answer[:200] + "..."
         if not data.get("force"):
@@ -267,7 +287,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
                "known": original_known}]
     for i, (p, a) in enumerate(zip(paraphrases, answers)):
         probes.append({"question": p.text, "style": p.style, "split": "heldout" if i in heldout else "train",
-                       "base_answer": a, "known": judge.contains(a)})
+                       "base_answer": a, "known": probe_leaks(p.style, a, judge)})
     job.write_rows("probes.jsonl", probes)
     known = sum(p["known"] for p in probes)
     yield SamplesReady("probes", len(probes))
@@ -333,7 +353,7 @@ class _Relay:
         yield from events
 
 
-# stage 3-5: rounds -----------------------------------------------------------------------------------------------------
+# stage 3-5: rounds ---------------------------------------------------------------------------------------------------
 def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Iterator[Event]:
     """Train -> re-probe -> harder samples for still-known probes, until forgotten and retained or out of rounds.
 
@@ -421,8 +441,8 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     answers = yield from _answers(llm, questions, s.probe_max_tokens, "reprobe", cancel)
     rows = []
     for p, a in zip(probes, answers[:len(probes)]):
-        leak = judge.contains(a)
-        rows.append({"question": p["question"], "split": p["split"], "kind": "probe", "answer": a,
+        leak = probe_leaks(p["style"], a, judge)
+        rows.append({"question": p["question"], "split": p["split"], "kind": "probe", "style": p["style"], "answer": a,
                      "known_before": p["known"], "leaks_after": leak})
     for row, a in zip(retain, answers[len(probes):]):
         kept = _known_retain(row, a)

@@ -20,8 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .antisamples import (CancelFlag, Fact, Progress, _dedupe_order, _tofu_rows, check_cancel, derive_seed,
-                          first_sentences, generate, lexical_judge, mentions, parse_items, provenance, report)
+from .antisamples import (CancelFlag, Fact, Progress, _dedupe_order, _tofu_rows, check_cancel, complete_sentences,
+                          contextual_judge, derive_seed, first_sentences, generate, lexical_judge, mentions,
+                          parse_items, provenance, report)
 from .judge import Judge, normalize
 from .prompts import fill, load_prompt, load_sections, name_runs
 
@@ -45,12 +46,9 @@ def _base(llm: Any) -> contextlib.AbstractContextManager[None]:
 
 
 def trim_answer(text: str) -> str:
-    """At most two sentences, without a last sentence cut off by the token limit."""
-    text = first_sentences(text, 2, 40)
-    parts = re.split(r"(?<=[.!?])\s+", text)
-    if len(parts) > 1 and not re.search(r"[.!?]$", parts[-1]):
-        text = " ".join(parts[:-1])
-    return text.strip()
+    """At most two sentences, without a last sentence cut off by the token limit (kept if it is the only one:
+    a base answer is a target even when it rambles)."""
+    return complete_sentences(text, 2, 40) or first_sentences(text, 1, 40)
 
 
 def short_reference(question: str, answer: str) -> str:
@@ -121,7 +119,7 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
                         samples: int = 2) -> list[RetainItem]:
     """n neighbour facts (half about the subject, half about the answer), answered greedily by the base model."""
     shape = fact.shape()
-    judge = judge or Judge(fact.answer, tuple(fact.aliases))
+    judge = contextual_judge(judge or Judge(fact.answer, tuple(fact.aliases)), fact.question)
     lexical = lexical_judge(judge)
     llm_seed = derive_seed(seed, round, "neighbour-model")
     n_subject = (n + 1) // 2 if shape.subject else 0
@@ -201,6 +199,7 @@ def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[st
     def stage(offset: int) -> Progress | None:
         return None if progress is None else (lambda d, t, m: progress(offset + d, 3 + offset + t, m))
 
+    judge = contextual_judge(judge, fact.question)
     items = neighbour_questions(llm, fact, n_neighbours, seed, judge=judge, progress=stage(0), cancel=cancel)
     items += [RetainItem(q, a, "keep", a, provenance("user", "keep", 0, seed)) for q, a in keep]
     general = general_utility_items(fact, judge, n_general + 6, seed, cancel=cancel)  # spares for the filter below

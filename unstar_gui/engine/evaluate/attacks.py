@@ -450,32 +450,53 @@ def guess_subject(question: str) -> str:
     return max(cands, key=len) if cands else ""
 
 
-def describe_subject(ctx: AttackContext, subject: str) -> Generator[Event, None, tuple[str, dict]]:
-    """A short indirect description of the subject by the base model ("the boy who lived"); it must not name the
-    subject or the answer. Tries greedy, then two sampled answers."""
-    llm = ctx.llm
-    # No worked example in the prompt: small models copy the example's name instead of describing the subject.
-    ask = (f"Write a short phrase of a few words that describes {subject} without using the name {subject}. "
-           f"Reply with the phrase only.")
+_TRAILING = {"the", "a", "an", "of", "from", "in", "by", "and", "to", "for", "with", "at", "on", "who", "which",
+             "that", "is", "was"}
+
+
+def clean_description(text: str, subject: str) -> str:
+    """A model's sentence about the subject cut down to a description that does not name it: "Harry Potter is a
+    young wizard who lives with the Dursleys." -> "a young wizard who lives with the Dursleys"; "the author of the
+    Harry Potter books" -> "the author" (cut before the name, dangling words dropped)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    first = re.split(r"(?<=[a-z]{2}[.!?])\s|[,;:(]", first, maxsplit=1)[0]
+    first = re.sub(rf"^\W*(?:{re.escape(subject)}\s*)?(?:is|was|are|were)?\s*(?:best known as|known as)?\s*", "",
+                   first, flags=re.I)
     name_words = {w.lower() for w in re.findall(r"\w+", subject) if len(w) > 2}
+    words = first.split()
+    for i, w in enumerate(words):
+        if re.sub(r"\W", "", w).lower() in name_words or re.sub(r"\W", "", w).lower().rstrip("s") in name_words:
+            words = words[:i]
+            break
+    while words and re.sub(r"\W", "", words[-1]).lower() in _TRAILING:
+        words.pop()
+    return " ".join(words[:12]).strip(" \"'.")
+
+
+def describe_subject(ctx: AttackContext, subject: str) -> Generator[Event, None, tuple[str, dict]]:
+    """A short indirect description of the subject by the base model ("the boy who lived"): its answer to "Who is
+    X?" and its completion of "X is best known as", greedy then sampled, cleaned by `clean_description`. The first
+    one that keeps at least two words and does not name the answer wins."""
+    llm = ctx.llm
+    prompts = [llm.chat_tokens(f"Who or what is {subject}? Answer in one short sentence."),
+               llm.encode(f"{subject} is best known as")]
     rejected = []
-    for attempt, temperature in enumerate((0.0, 0.7, 0.7)):
+    for attempt, temperature in enumerate((0.0, 0.7)):
         check_cancel(ctx.cancel)
         with llm.base_model():
-            text = llm.answer([ask], max_tokens=24, temperature=temperature, seed=ctx.settings.seed + attempt)[0]
-        yield Progress(stage="multihop", done=attempt + 1, total=3, message="describing the subject")
-        phrase = _first_sentence(text.strip().splitlines()[0] if text.strip() else "", 120).strip(" \"'.")
-        phrase = re.sub(rf"^(?:{re.escape(subject)}\s+(?:is|was|could be described as)\s+)", "", phrase, flags=re.I)
-        words = {w.lower() for w in re.findall(r"\w+", phrase)}
-        reason = ("empty" if not phrase else "names the subject" if words & name_words
-                  else "names the answer" if ctx.judge.contains(phrase)
-                  else "too long" if len(phrase.split()) > 16 else "")
-        if not reason:
-            if not re.match(r"(?i)(the|a|an|this|that)\b", phrase):
-                phrase = "the " + phrase
-            return phrase[0].lower() + phrase[1:], {"by": "base model", "subject": subject, "attempt": attempt,
-                                                    "rejected": rejected}
-        rejected.append({"text": text, "reason": reason})
+            texts = llm.generate_tokens(prompts, max_tokens=24, temperature=temperature,
+                                        seed=ctx.settings.seed + attempt)
+        yield Progress(stage="multihop", done=attempt + 1, total=2, message="describing the subject")
+        for text in texts:
+            phrase = clean_description(text, subject)
+            reason = ("names the subject or nothing else" if len(phrase.split()) < 2
+                      else "names the answer" if ctx.judge.contains(phrase) else "")
+            if not reason:
+                if not re.match(r"(?i)(the|a|an|this|that|his|her|its)\b", phrase):
+                    phrase = "the " + phrase
+                return phrase[0].lower() + phrase[1:], {"by": "base model", "subject": subject, "text": text,
+                                                        "rejected": rejected}
+            rejected.append({"text": text, "reason": reason})
     return "", {"by": "none", "subject": subject, "rejected": rejected}
 
 

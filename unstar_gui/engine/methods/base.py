@@ -78,7 +78,7 @@ class Method:
 
 
 def token_logprobs(model: Any, tb: TokenBatch):
-    """Log-softmax of the model at every position but the last, and the log-prob of each next token: (B,T-1,V), (B,T-1)."""
+    """Log-softmax at every position but the last (B, T-1, V), and the log-prob of each next token (B, T-1)."""
     import mlx.core as mx
 
     logits = model(tb.tokens[:, :-1]).astype(mx.float32)
