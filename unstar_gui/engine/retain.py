@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .antisamples import (CancelFlag, Fact, Progress, _dedupe_order, _tofu_rows, check_cancel, complete_sentences,
+from .antisamples import (CancelFlag, Fact, Progress, _dedupe_order, _looks_like_name, _tofu_rows, check_cancel, complete_sentences,
                           contextual_judge, derive_seed, first_sentences, generate, lexical_judge, mentions,
                           parse_items, provenance, report)
 from .judge import Judge, normalize
@@ -85,8 +85,8 @@ def _answer_questions(shape, outs: Sequence[str], judge: Judge, round: int, seed
     for out in outs:
         for name in parse_items(out):
             name = re.split(r"[,;(]|\.\s", name)[0].strip(" .")
-            if (pattern is None or not pattern.search(shape.question) or not name or len(name.split()) > 5
-                    or mentions(name, shape.subject) or judge.contains(name) or re.search(r"\banswer\b", name, re.I)):
+            if (pattern is None or not pattern.search(shape.question) or not _looks_like_name(name)
+                    or len(name.split()) > 5 or mentions(name, shape.subject) or judge.contains(name)):
                 continue
             q = pattern.sub(name, shape.question, count=1)
             cands.append((q, provenance("model", "neighbour_answer.txt", round, llm_seed, other_subject=name)))
@@ -146,7 +146,7 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
     subject_items, answer_known, answer_other = [], [], []
     for i, ((q, prov), a, v) in enumerate(zip(subject_c + answer_c, answers, verdicts)):
         target = trim_answer(a)
-        if not target:
+        if not target:  # the base model said nothing: nothing to keep, and no reference to score it on
             continue
         if i < len(subject_c):
             if not v.contains:  # a subject neighbour that names the answer would teach the fact back
@@ -210,8 +210,8 @@ def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[st
     verdicts = judge.verdicts(answers)
     kept = 0
     for g, a, v in zip(general, answers, verdicts):
-        target = trim_answer(a)
-        if kept < n_general and target and not v.contains:
+        target = trim_answer(a)  # may be "": a model that says nothing here should keep saying nothing
+        if kept < n_general and not v.contains:
             items.append(RetainItem(g.question, target, "general", g.reference, dict(g.provenance, target="base")))
             kept += 1
     report(progress, 4, 4, f"{len(items)} retain items")

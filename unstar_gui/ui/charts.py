@@ -35,6 +35,7 @@ class _LiveChart(QChartView):
             s = QLineSeries()
             s.setName(name)
             s.setPen(QPen(color, 2))
+            s.setPointsVisible(True)  # a single round is a point, not a line
             chart.addSeries(s)
             s.attachAxis(self.x_axis)
             s.attachAxis(self.y_axis)
@@ -59,6 +60,7 @@ class _LiveChart(QChartView):
 
     def _apply_ranges(self) -> None:
         self.x_axis.setRange(0, self._x_max)
+        self.x_axis.applyNiceNumbers()  # whole-number ticks for steps
         self.y_axis.setRange(self._y_min, self._y_max)
 
     def points(self, name: str) -> list[tuple[float, float]]:
@@ -76,13 +78,19 @@ class LossChart(_LiveChart):
 
 
 class RoundChart(_LiveChart):
+    """Rounds are numbered from 1 for people (the engine counts from 0); a margin keeps 0% and 100% visible."""
+
     def __init__(self) -> None:
         super().__init__("Probes after each round", "round", "share", [("efficacy (forgotten)", FORGET_COLOR),
                                                                       ("retention (kept)", RETAIN_COLOR)],
-                         y_range=(0.0, 1.0))
-        self.x_axis.setTickCount(2)
+                         y_range=(-0.05, 1.05))
 
     def add_round(self, round_no: int, efficacy: float, retention: float) -> None:
-        self.add_point("efficacy (forgotten)", round_no, efficacy)
-        self.add_point("retention (kept)", round_no, retention)
-        self.x_axis.setTickCount(min(int(self._x_max) + 1, 11))
+        self.add_point("efficacy (forgotten)", round_no + 1, efficacy)
+        self.add_point("retention (kept)", round_no + 1, retention)
+
+    def _apply_ranges(self) -> None:
+        rounds = max(int(self._x_max), 1)
+        self.x_axis.setRange(0, rounds + 1)
+        self.x_axis.setTickCount(rounds + 2)
+        self.y_axis.setRange(self._y_min, self._y_max)

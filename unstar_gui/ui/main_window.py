@@ -89,7 +89,7 @@ class MainWindow(QMainWindow):
             bar.addPermanentWidget(w)
         bar.addWidget(self.busy_label)
         worker.model_changed.connect(lambda name: self.model_label.setText(f"Model: {name or 'none loaded'}"))
-        worker.busy_changed.connect(lambda name: self.busy_label.setText(f"Working: {name}" if name else ""))
+        worker.busy_changed.connect(self._show_busy)
         self.memory_timer = QTimer(self)
         self.memory_timer.timeout.connect(self.update_memory)
         self.memory_timer.start(MEMORY_POLL_MS)
@@ -151,6 +151,11 @@ class MainWindow(QMainWindow):
     def _show_backend(self, backend) -> None:
         self.services.backend = backend
         self.backend_label.setText(f"Backend: {backend.label}")
+
+    def _show_busy(self, name: str) -> None:
+        self.busy_label.setText(f"Working: {name}" if name else "")
+        if not name:
+            self.statusBar().clearMessage()  # "Cancelling…" is over
 
     def update_memory(self) -> None:
         self.memory_label.setText(f"Memory: {human_bytes(memory_in_use())}")

@@ -22,6 +22,7 @@ class Column:
     title: str
     editable: bool = False
     stretch: bool = False
+    width: int = 0  # a fixed starting width (long values elide; the tooltip has them whole)
     show: Callable[[Any], str] | None = None  # how to show a value that is not plain text
 
 
@@ -36,8 +37,12 @@ class RowsTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         header = self.horizontalHeader()
         for i, c in enumerate(columns):
-            mode = QHeaderView.ResizeMode.Stretch if c.stretch else QHeaderView.ResizeMode.ResizeToContents
-            header.setSectionResizeMode(i, mode)
+            if c.width:
+                header.setSectionResizeMode(i, QHeaderView.ResizeMode.Interactive)
+                header.resizeSection(i, c.width)
+            else:
+                mode = QHeaderView.ResizeMode.Stretch if c.stretch else QHeaderView.ResizeMode.ResizeToContents
+                header.setSectionResizeMode(i, mode)
         if not any(c.editable for c in columns):
             self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
 

@@ -85,8 +85,9 @@ class ChatPage(QWidget):
             return before, llm.answer([question], max_tokens=128)[0]
 
         def show(answers: tuple[str, str]) -> None:
-            self.base_out.setPlainText(answers[0])
-            self.unlearned_out.setPlainText(answers[1] if job_dir else "(pick a finished job to compare)")
+            self.base_out.setPlainText(answers[0] or "(empty answer)")
+            self.unlearned_out.setPlainText((answers[1] or "(empty answer)") if job_dir
+                                            else "(pick a finished job to compare)")
 
         def done() -> None:
             self.task = None

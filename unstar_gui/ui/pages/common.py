@@ -55,14 +55,16 @@ def job_verdict(job: dict[str, Any], report: dict[str, Any] | None) -> str:
         return {"running": "training…", "interrupted": "interrupted: resume it", "cancelled": "cancelled",
                 "failed": "failed", "created": "not trained yet"}.get(status, status)
     m = report.get("metrics", {})
+    if m.get("probes_known") == 0:
+        return "nothing to forget: the model never gave the answer"
     eff = m.get("efficacy_heldout", m.get("efficacy_train"))
     ret = m.get("retention_neighbours")
     return f"forgot {percent(eff)} of probes, kept {percent(ret)} of neighbours"
 
 
-TRAINING_LABELS = {"max_rounds": "Rounds (train, re-probe, regenerate):", "steps_per_round": "Training steps per round:",
-                   "rank": "LoRA rank:", "num_layers": "Layers with adapters:", "learning_rate": "Learning rate:",
-                   "seed": "Seed:"}
+TRAINING_LABELS = {"max_rounds": "Rounds (train, re-probe, regenerate):",
+                   "steps_per_round": "Training steps per round:", "rank": "LoRA rank:",
+                   "num_layers": "Layers with adapters:", "learning_rate": "Learning rate:", "seed": "Seed:"}
 
 
 class TrainingForm(QGroupBox):

@@ -7,17 +7,16 @@ the GUI thread must never touch MLX.
 from __future__ import annotations
 
 import html
-
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
+                               QVBoxLayout, QWidget)
 
-from ...engine.events import Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
+from ...engine.events import Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
 from ...engine.fsutil import human_bytes
 from ...engine.jobs import Job
 from ..charts import LossChart, RoundChart
@@ -460,10 +459,10 @@ class AntiSamplesStep(Step):
         super().__init__(wizard)
         self.table = RowsTable([
             Column("question", "Paraphrased question", editable=True, stretch=True),
-            Column("wrong_answer", "Wrong answer", editable=True),
+            Column("wrong_answer", "Wrong answer", editable=True, width=200),
             Column("rationale", "Rationale", editable=True, stretch=True),
-            Column("style", "Style"),
-            Column("provenance", "Provenance", show=_provenance),
+            Column("style", "Style", width=110),
+            Column("provenance", "Provenance", show=_provenance, width=200),
         ])
         self.table.itemChanged.connect(lambda _: setattr(self, "dirty", True))
         self.dirty = False
@@ -635,13 +634,14 @@ class TrainingStep(Step):
             elif kind == "ProbeResult":
                 self.round_chart.add_round(row["round"], row["efficacy"], row["retention"])
         self.done = status == "done"
-        self.start_btn.setText({"created": "Start training", "done": "Train again"}.get(status, "Resume training"))
+        self.start_btn.setText({"created": "Start training", "done": "Finished"}.get(status, "Resume training"))
         self.start_btn.setEnabled(status != "done")
         self.stage.setText({"done": "Training finished: see the results.", "created": "Ready to train.",
                             "failed": "The last run failed; Resume continues from the last checkpoint.",
                             }.get(status, "Interrupted: Resume continues from the last checkpoint."))
         if self.done:
             self.progress.setValue(1000)
+            self.progress.setFormat("Finished")
 
     def ready(self) -> bool:
         return self.done
@@ -693,9 +693,10 @@ class TrainingStep(Step):
     def _finished(self, result: Any) -> None:
         self.done = True
         self.progress.setValue(1000)
+        self.progress.setFormat("Finished")
         self.eta.setText("")
         self.stage.setText("Training finished: see the results.")
-        self.start_btn.setText("Train again")
+        self.start_btn.setText("Finished")
         self.cancel_btn.setEnabled(False)
         self.wizard.jobs_changed.emit()
 
@@ -741,7 +742,8 @@ class ResultsStep(Step):
             grid.addWidget(caption, 1, i, Qt.AlignmentFlag.AlignHCenter)
             self.metric_labels[key] = value
         self.table = RowsTable([Column("question", "Question", stretch=True), Column("split", "Kind"),
-                                Column("before", "Before", stretch=True), Column("after", "After", stretch=True),
+                                Column("before", "Before", stretch=True, show=_or_empty),
+                                Column("after", "After", stretch=True, show=_or_empty),
                                 Column("leaks_after", "Still knows", show=_yes_no)])
         self.attacks = RowsTable([Column("title", "Attack", stretch=True), Column("recovery", "Fact recovered",
                                                                                   show=percent),
@@ -804,6 +806,10 @@ class ResultsStep(Step):
         self.run(run_eval, "evaluate", lambda _: self.enter(), on_event=progress,
                  on_cancelled=lambda: self.eval_status.setText("cancelled"),
                  on_done=lambda: self.evaluate_btn.setEnabled(True))
+
+
+def _or_empty(value: Any) -> str:
+    return str(value) if value else "(empty answer)"
 
 
 def _yes_no(value: Any) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
                                QWidget)
@@ -252,7 +251,6 @@ class ModelsPage(QWidget):
 
     # shared ------------------------------------------------------------------------------------------------------
     def _show_progress(self, text: str, cancellable: bool = True) -> None:
-        self._started = time.monotonic()
         self.progress_box.setVisible(True)
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
@@ -262,7 +260,9 @@ class ModelsPage(QWidget):
 
     def _done(self, message: str) -> None:
         self.progress_box.setVisible(False)
-        self.window().statusBar().showMessage(message, 8000) if hasattr(self.window(), "statusBar") else None
+        window = self.window()
+        if hasattr(window, "statusBar"):
+            window.statusBar().showMessage(message, 8000)
         self.refresh()
         self.models_changed.emit()
 
