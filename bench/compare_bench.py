@@ -2,11 +2,11 @@
 bench/out/compare.json (per-fact tables and the mean over the facts), and keeps every job under bench/out/compare/.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
-        .venv/bin/python bench/compare_bench.py --steps 20 --max-rounds 1
+        .venv/bin/python bench/compare_bench.py --steps 10 --max-rounds 1
 
-The step budget is an argument because CPU time is the limit: on a 2-core Linux CPU `--steps 20 --max-rounds 1`
-takes roughly 10-15 minutes per fact (samples ~3 min, then per method ~1 min training and ~1 min evaluation).
-Apple silicon is several times faster; use the defaults of `unstar forget` there (40 steps, 3 rounds).
+The step budget is an argument because CPU time is the limit. Sizes are smaller than `unstar forget`'s defaults
+(9 paraphrases, 6 neighbours, 12 general items, 10 steps at lr 4e-4, one round, 6 attack probes) so that three
+facts x five methods fit in well under an hour on a 2-core Linux CPU; on Apple silicon use larger budgets.
 """
 
 from __future__ import annotations
@@ -47,8 +47,12 @@ def mean_rows(per_fact: list[dict]) -> list[dict]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=20, help="training steps per round (every method)")
+    p.add_argument("--steps", type=int, default=10, help="training steps per round (every method)")
     p.add_argument("--max-rounds", type=int, default=1, help="rounds at most per method")
+    p.add_argument("--lr", type=float, default=4e-4, help="learning rate (every method)")
+    p.add_argument("--paraphrases", type=int, default=9, help="paraphrases per fact (a third held out)")
+    p.add_argument("--neighbours", type=int, default=6, help="neighbour facts in the retain set")
+    p.add_argument("--general", type=int, default=12, help="general-knowledge items in the retain set")
     p.add_argument("--methods", default=METHODS)
     p.add_argument("--facts", default="0,1,2", help="indices into FACTS")
     p.add_argument("--attacks", default="quant,relearn", help="attacks in each evaluation (these fill the table)")
@@ -65,9 +69,14 @@ def main() -> int:
 
     out = Path(args.out)
     record = ModelStore().resolve(None)  # the embedded SmolLM2 (imported on first use)
-    forget = ForgetSettings(steps_per_round=args.steps, max_rounds=args.max_rounds)
-    # 8- and 4-bit at group 64 (mlx-lm's default) are the table's columns; fewer tokens keep the attacks quick.
-    evaluation = EvalSettings(max_tokens=48, attack=AttackSettings(quant_variants=((8, 64), (4, 64))))
+    forget = ForgetSettings(steps_per_round=args.steps, max_rounds=args.max_rounds, learning_rate=args.lr,
+                            n_paraphrases=args.paraphrases, n_wrong_answers=4, n_neighbours=args.neighbours,
+                            n_general=args.general, probe_max_tokens=40)
+    # 8- and 4-bit at group 64 (mlx-lm's default) are the table's columns; fewer probes and tokens keep the
+    # attacks quick on a CPU.
+    evaluation = EvalSettings(max_tokens=40, max_attack_probes=6,
+                              attack=AttackSettings(max_tokens=32, quant_variants=((8, 64), (4, 64)),
+                                                    relearn_steps=6))
     settings = CompareSettings(forget=forget, evaluation=evaluation, attacks=args.attacks)
     per_fact = []
     t_all = time.perf_counter()
@@ -94,15 +103,15 @@ def main() -> int:
     header, cells = table_cells(mean)
     total_s = time.perf_counter() - t_all
     lines = [f"# Unlearning methods compared on {record.id}", "",
-             f"`bench/compare_bench.py --steps {args.steps} --max-rounds {args.max_rounds}`: {len(per_fact)} facts, "
+             f"`bench/compare_bench.py --steps {args.steps} --max-rounds {args.max_rounds} --lr {args.lr:g}`: "
+             f"{len(per_fact)} facts, "
              f"methods {args.methods}, attacks {args.attacks}; {total_s / 60:.0f} min in total on this machine.", "",
              f"## Mean over the {len(per_fact)} facts", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in cells]
     lines += [""] + [comparison_markdown(c) for c in per_fact]
     atomic_write_text(out / "compare.md", "\n".join(lines))
-    atomic_write_json(out / "compare.json", {"steps": args.steps, "max_rounds": args.max_rounds,
-                                             "methods": args.methods.split(","), "attacks": args.attacks,
+    atomic_write_json(out / "compare.json", {"args": vars(args),
                                              "total_s": round(total_s, 1), "mean": mean, "facts": per_fact})
     print("\n".join(lines[:12 + len(mean)]))
     print(f"written: {out / 'compare.md'}")

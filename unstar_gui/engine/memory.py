@@ -360,6 +360,7 @@ class MemoryChoice:
     retain_batch_size: int
     max_seq_len: int
     grad_checkpoint: bool
+    generation_batch: int  # prompts per generation call (LLM.answer's batch_size)
     estimate: MemoryEstimate
     changed: list[str]  # what had to change, for people ("gradient checkpointing on", "batch 4 -> 2")
 
@@ -388,12 +389,18 @@ def _candidates(s: MemorySettings, min_seq: int):
     while seq > min_seq:
         seq = max(min_seq, (seq // 2) // SEQ_STEP * SEQ_STEP)
         yield replace(s, batch_size=b, retain_batch_size=rb, max_seq_len=seq, grad_checkpoint=True)
+    gen = s.generation_batch
+    while gen > 1:  # last: fewer prompts per generation call only slows sample generation down
+        gen = max(1, gen // 2)
+        yield replace(s, batch_size=b, retain_batch_size=rb, max_seq_len=seq, grad_checkpoint=True,
+                      generation_batch=gen)
 
 
 def choose_batch_and_seq(available_bytes: int | None, model: Any, settings: Any = None, device: str | None = None,
                          min_seq: int = 64, include_evaluation: bool = True) -> MemoryChoice:
-    """The largest batch and sequence length (gradient checkpointing first) whose estimate fits `available_bytes`
-    (None = this machine's free memory). When nothing fits, the smallest candidate comes back with fits=False."""
+    """The largest batch and sequence length (gradient checkpointing first, then smaller batches, shorter windows and
+    last smaller generation batches) whose estimate fits `available_bytes` (None = this machine's free memory).
+    When nothing fits, the smallest candidate comes back with fits=False."""
     s0 = MemorySettings.from_settings(settings)
     device = device or _this_device()
     available = available_bytes if available_bytes is not None else available_memory(device)
@@ -411,6 +418,9 @@ def choose_batch_and_seq(available_bytes: int | None, model: Any, settings: Any 
         changed.append(f"batch {s0.batch_size}+{s0.retain_batch_size} -> {s.batch_size}+{s.retain_batch_size}")
     if s.max_seq_len != s0.max_seq_len:
         changed.append(f"sequence length {s0.max_seq_len} -> {s.max_seq_len}")
+    if s.generation_batch != s0.generation_batch:
+        changed.append(f"generation batch {s0.generation_batch} -> {s.generation_batch}")
     if changed and est.fits:
         est.advice = f"{est.summary()} Changed to fit: {', '.join(changed)}."
-    return MemoryChoice(s.batch_size, s.retain_batch_size, s.max_seq_len, s.grad_checkpoint, est, changed)
+    return MemoryChoice(s.batch_size, s.retain_batch_size, s.max_seq_len, s.grad_checkpoint, s.generation_batch, est,
+                        changed)
