@@ -2,11 +2,13 @@
 bench/out/compare.json (per-fact tables and the mean over the facts), and keeps every job under bench/out/compare/.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
-        .venv/bin/python bench/compare_bench.py --steps 10 --max-rounds 1
+        .venv/bin/python bench/compare_bench.py --steps 8 --max-rounds 1
 
-The step budget is an argument because CPU time is the limit. Sizes are smaller than `unstar forget`'s defaults
-(9 paraphrases, 6 neighbours, 12 general items, 10 steps at lr 4e-4, one round, 6 attack probes) so that three
-facts x five methods fit in well under an hour on a 2-core Linux CPU; on Apple silicon use larger budgets.
+The step budget is an argument because CPU time is the limit. Sizes are far below `unstar forget`'s defaults
+(6 paraphrases, 4 neighbours, 6 general items, 8 steps at the default lr 2e-4, one round, answers cut at 24
+tokens, 4 attack probes, 4 relearning steps) so that three facts x five methods can finish on a shared 2-core
+Linux CPU (a LoRA step of SmolLM2 there takes 4 s idle, 20 s under load); on Apple silicon use larger budgets.
+A 10-step NPO run at lr 2e-4 already removed "Paris" from every probe, so 8 steps is not a token budget.
 """
 
 from __future__ import annotations
@@ -47,12 +49,12 @@ def mean_rows(per_fact: list[dict]) -> list[dict]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=10, help="training steps per round (every method)")
+    p.add_argument("--steps", type=int, default=8, help="training steps per round (every method)")
     p.add_argument("--max-rounds", type=int, default=1, help="rounds at most per method")
-    p.add_argument("--lr", type=float, default=4e-4, help="learning rate (every method)")
-    p.add_argument("--paraphrases", type=int, default=9, help="paraphrases per fact (a third held out)")
-    p.add_argument("--neighbours", type=int, default=6, help="neighbour facts in the retain set")
-    p.add_argument("--general", type=int, default=12, help="general-knowledge items in the retain set")
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate (every method)")
+    p.add_argument("--paraphrases", type=int, default=6, help="paraphrases per fact (a third held out)")
+    p.add_argument("--neighbours", type=int, default=4, help="neighbour facts in the retain set")
+    p.add_argument("--general", type=int, default=6, help="general-knowledge items in the retain set")
     p.add_argument("--methods", default=METHODS)
     p.add_argument("--facts", default="0,1,2", help="indices into FACTS")
     p.add_argument("--attacks", default="quant,relearn", help="attacks in each evaluation (these fill the table)")
@@ -71,12 +73,12 @@ def main() -> int:
     record = ModelStore().resolve(None)  # the embedded SmolLM2 (imported on first use)
     forget = ForgetSettings(steps_per_round=args.steps, max_rounds=args.max_rounds, learning_rate=args.lr,
                             n_paraphrases=args.paraphrases, n_wrong_answers=4, n_neighbours=args.neighbours,
-                            n_general=args.general, probe_max_tokens=40)
+                            n_general=args.general, probe_max_tokens=24)
     # 8- and 4-bit at group 64 (mlx-lm's default) are the table's columns; fewer probes and tokens keep the
     # attacks quick on a CPU.
-    evaluation = EvalSettings(max_tokens=40, max_attack_probes=6,
-                              attack=AttackSettings(max_tokens=32, quant_variants=((8, 64), (4, 64)),
-                                                    relearn_steps=6))
+    evaluation = EvalSettings(max_tokens=24, max_attack_probes=4, n_wrong=3,
+                              attack=AttackSettings(max_tokens=24, quant_variants=((8, 64), (4, 64)),
+                                                    relearn_steps=4))
     settings = CompareSettings(forget=forget, evaluation=evaluation, attacks=args.attacks)
     per_fact = []
     t_all = time.perf_counter()

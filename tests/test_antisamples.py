@@ -246,7 +246,7 @@ def test_neighbours_fall_back_to_templates_when_the_model_writes_garbage():
 def test_general_set_filtering_removes_contradicting_items():
     fact = A.Fact("What is the capital of France?", "Paris")
     judge = Judge("Paris")
-    rows = A._tofu_rows()
+    rows = A.tofu_rows()
     assert any(r["answer"] == "Paris" for r in rows) and any("France" in r["answer"] for r in rows)
     items = R.general_utility_items(fact, judge, n=500, seed=0)
     assert 100 < len(items) < len(rows)

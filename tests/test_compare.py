@@ -177,31 +177,32 @@ def test_cli_compare_prints_the_table(taught, crafted_samples, tmp_path, capsys,
 
     def tiny_sizes(forget, **kw):  # the command's settings, on the tiny sizes of fast()
         base = fast()
-        return dataclasses.replace(base, forget=dataclasses.replace(base.forget, steps_per_round=forget.steps_per_round))
+        steps = forget.steps_per_round
+        return dataclasses.replace(base, forget=dataclasses.replace(base.forget, steps_per_round=steps))
 
     monkeypatch.setattr("unstar_gui.engine.compare.CompareSettings", tiny_sizes)
-    rc = main(["compare", "--model", "taught", "-q", QUESTION, "-a", ANSWER, "--methods", "idk,npo", "--steps", "2",
+    rc = main(["compare", "--model", "taught", "-q", QUESTION, "-a", ANSWER, "--methods", "ga_kl,npo", "--steps", "2",
                "--out", str(tmp_path / "c"), "--force"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| idk |" in text and "| npo |" in text and "Neighbour retention" in text
+    assert "| ga_kl |" in text and "| npo |" in text and "Neighbour retention" in text
     assert json.loads((tmp_path / "c" / "comparison.json").read_text())["settings"]["steps_per_round"] == 2
 
 
 def test_a_failing_method_is_reported_and_the_others_still_run(taught, crafted_samples, tmp_path, monkeypatch):
-    from unstar_gui.engine.methods.npo import NPOMethod
+    from unstar_gui.engine.methods.negate import NegateMethod
 
     def broken(self, model, batch):
         raise RuntimeError("loss exploded")
 
-    monkeypatch.setattr(NPOMethod, "loss", broken)
+    monkeypatch.setattr(NegateMethod, "loss", broken)
     out = tmp_path / "cmp"
-    events = list(compare_methods("taught", QUESTION, ANSWER, ["npo", "idk"], out, settings=fast()))
+    events = list(compare_methods("taught", QUESTION, ANSWER, ["negate", "idk"], out, settings=fast()))
     assert isinstance(events[-1], Finished)
-    assert any("npo failed: RuntimeError: loss exploded" in getattr(e, "message", "") for e in events)
+    assert any("negate failed: RuntimeError: loss exploded" in getattr(e, "message", "") for e in events)
     rows = {r["method"]: r for r in json.loads((out / "comparison.json").read_text())["rows"]}
-    assert rows["npo"]["error"] and all(rows["npo"][c.key] is None for c in COLUMNS)
+    assert rows["negate"]["error"] and all(rows["negate"][c.key] is None for c in COLUMNS)
     assert rows["idk"]["efficacy_4bit"] is not None and not rows["idk"].get("error")
     md = (out / "comparison.md").read_text()
-    assert "| npo (failed) |" in md and "npo failed: RuntimeError: loss exploded" in md
-    assert json.loads((out / "npo" / "job.json").read_text())["status"] == "failed"
+    assert "| negate (failed) |" in md and "negate failed: RuntimeError: loss exploded" in md
+    assert json.loads((out / "negate" / "job.json").read_text())["status"] == "failed"

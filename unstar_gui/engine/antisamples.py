@@ -233,7 +233,7 @@ def contextual_judge(judge: Judge, question: str) -> Judge:
     return Judge(judge.answer, tuple(judge.aliases), judge.settings, context=question)
 
 
-def _dedupe_order(texts: Sequence[str], fixed: Sequence[str], threshold: float) -> list[int]:
+def dedupe_in_order(texts: Sequence[str], fixed: Sequence[str], threshold: float) -> list[int]:
     """Indices of `texts` kept, in order, each less similar than `threshold` to `fixed` and to earlier kept ones."""
     from .embeddings import embed
 
@@ -371,7 +371,7 @@ def _select_paraphrases(per_style: dict[str, list[Paraphrase]], quotas: dict[str
     if not flat:
         return []
     to_original = cosine_matrix([original], [p.text for p in flat])[0]
-    keep_idx = set(_dedupe_order([p.text for p in flat], avoid, DEDUPE_THRESHOLD))
+    keep_idx = set(dedupe_in_order([p.text for p in flat], avoid, DEDUPE_THRESHOLD))
     distinct = {id(p) for i, p in enumerate(flat) if i in keep_idx and float(to_original[i]) < ORIGINAL_THRESHOLD}
     want = sum(quotas.values())
     seen = {normalize(a) for a in [original, *avoid]}
@@ -413,7 +413,7 @@ _NOT_AN_ANSWER = re.compile(r"\b(answer|correct|question|wrong|incorrect|sorry|c
 _NAMED_KINDS = ("school", "city", "country", "person", "place")
 
 
-def _looks_like_name(text: str) -> bool:
+def looks_like_name(text: str) -> bool:
     """A proper name: capitalised, plain characters, apostrophes only as in "O'Neil" or "Xavier's"."""
     if not text[:1].isupper() or not re.fullmatch(r"[\w .&'\-]+", text):
         return False
@@ -433,7 +433,7 @@ def _wrong_problem(text: str, shape: QuestionShape, judge: Judge) -> str:
         return "not a short answer"
     if _NOT_AN_ANSWER.search(text):
         return "talks about the answer instead of giving one"
-    if shape.kind in _NAMED_KINDS and not _looks_like_name(text):
+    if shape.kind in _NAMED_KINDS and not looks_like_name(text):
         return "not a name"
     if normalize(text) in normalize(shape.question) or (shape.subject and mentions(text, shape.subject)):
         return "repeats the question"
@@ -441,7 +441,7 @@ def _wrong_problem(text: str, shape: QuestionShape, judge: Judge) -> str:
     return reason if reject else ""
 
 
-def _tofu_rows() -> list[dict[str, Any]]:
+def tofu_rows() -> list[dict[str, Any]]:
     rows = []
     for path in sorted((DATA_DIR / "tofu").glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -462,7 +462,7 @@ def _fallback_wrongs(shape: QuestionShape, judge: Judge, n: int, rng: random.Ran
     rng.shuffle(kind_pool)
     cands = [WrongAnswer(w, provenance("template", f"fallback_wrong_answers.txt[{shape.kind}]", round, seed))
              for w in kind_pool]
-    rows = _tofu_rows()
+    rows = tofu_rows()
     sims = cosine_matrix([shape.question], [r["question"] for r in rows])[0]
     for j in sims.argsort()[::-1][:12]:
         row = rows[int(j)]
@@ -491,7 +491,7 @@ def _accept_wrongs(cands: Sequence[WrongAnswer], shape: QuestionShape, judge: Ju
             continue
         seen.add(key)
         ok.append(c)
-    keep = _dedupe_order([c.text for c in ok], list(exclude), WRONG_DEDUPE_THRESHOLD)
+    keep = dedupe_in_order([c.text for c in ok], list(exclude), WRONG_DEDUPE_THRESHOLD)
     return [ok[i] for i in keep][:n]
 
 

@@ -182,7 +182,7 @@ def html_section(comparison: dict[str, Any], current: str) -> dict[str, Any]:
 def check_methods(methods: Sequence[str]) -> list[str]:
     names = [m.strip() for m in methods if m and m.strip()]
     if not names:
-        raise InvalidInput("No method to compare.", f"Name two or more of: {', '.join(sorted(METHODS))}.")
+        raise InvalidInput("No method to compare.", f"Name one or more of: {', '.join(sorted(METHODS))}.")
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise InvalidInput(f"Unknown unlearning method '{unknown[0]}'.", f"Pick from: {', '.join(sorted(METHODS))}.")

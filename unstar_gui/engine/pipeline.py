@@ -599,6 +599,14 @@ def _load(job: Job, llm: LLM | None) -> Iterator[Event]:
     return llm
 
 
+def _memory_note(job: Job, llm: LLM) -> Log:
+    """engine/memory.py's estimate for this job on this machine, before any work (a warning when it won't fit)."""
+    from .memory import estimate_memory
+
+    est = estimate_memory(llm, _settings(job.read()), device=llm.backend.device)
+    return Log(f"Memory: {est.advice}", "info" if est.fits else "warning")
+
+
 def run_job(job: Job, cancel: CancelToken | None = None, llm: LLM | None = None) -> Iterator[Event]:
     """Run (or continue) the job in a folder made by create_forget_job; ends with Finished."""
     import mlx.core as mx
@@ -609,6 +617,7 @@ def run_job(job: Job, cancel: CancelToken | None = None, llm: LLM | None = None)
     job.set_status("running", error=None)
     try:
         llm = yield from _load(job, llm)
+        yield _memory_note(job, llm)
         yield from generate_samples(job, llm, cancel)
         yield from train_rounds(job, llm, cancel)
         job.update(stage="evaluate")

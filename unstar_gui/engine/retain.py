@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .antisamples import (CancelFlag, Fact, Progress, _dedupe_order, _looks_like_name, _tofu_rows, check_cancel, complete_sentences,
-                          contextual_judge, derive_seed, first_sentences, generate, lexical_judge, mentions,
-                          parse_items, provenance, report)
+from .antisamples import (CancelFlag, Fact, Progress, check_cancel, complete_sentences, contextual_judge,
+                          dedupe_in_order, derive_seed, first_sentences, generate, lexical_judge, looks_like_name,
+                          mentions, parse_items, provenance, report, tofu_rows)
 from .judge import Judge, normalize
 from .prompts import fill, load_prompt, load_sections, name_runs
 
@@ -85,7 +85,7 @@ def _answer_questions(shape, outs: Sequence[str], judge: Judge, round: int, seed
     for out in outs:
         for name in parse_items(out):
             name = re.split(r"[,;(]|\.\s", name)[0].strip(" .")
-            if (pattern is None or not pattern.search(shape.question) or not _looks_like_name(name)
+            if (pattern is None or not pattern.search(shape.question) or not looks_like_name(name)
                     or len(name.split()) > 5 or mentions(name, shape.subject) or judge.contains(name)):
                 continue
             q = pattern.sub(name, shape.question, count=1)
@@ -110,7 +110,7 @@ def _distinct(cands: list[tuple[str, dict]], fact_question: str) -> list[tuple[s
         return []
     sims = cosine_matrix([fact_question], [q for q, _ in unique])[0]
     unique = [c for c, s in zip(unique, sims) if float(s) < NOT_A_PARAPHRASE]
-    keep = _dedupe_order([q for q, _ in unique], [], 0.92)
+    keep = dedupe_in_order([q for q, _ in unique], [], 0.92)
     return [unique[i] for i in keep]
 
 
@@ -171,7 +171,7 @@ def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int, progress:
 
     check_cancel(cancel)
     shape = fact.shape()
-    rows = _tofu_rows()
+    rows = tofu_rows()
     # Shuffle first and judge only as many rows as needed: the semantic check embeds every short span of a row, and
     # judging all 217 rows (~9,000 spans) was most of the retain stage's time (bench/profile_hot_paths.py).
     random.Random(derive_seed(seed, 0, "general")).shuffle(rows)

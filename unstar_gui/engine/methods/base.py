@@ -87,11 +87,24 @@ def token_logprobs(model: Any, tb: TokenBatch):
     return logp, tok
 
 
+def target_logprobs(model: Any, tb: TokenBatch):
+    """The log-prob of each next token, (B, T-1), without materialising the full log-softmax: logit - logsumexp.
+
+    Same numbers as `token_logprobs(...)[1]`; one vocabulary-wide array fewer in the forward and backward pass
+    (about 6% of a SmolLM2 training step's peak memory, bench/perf.py).
+    """
+    import mlx.core as mx
+
+    logits = model(tb.tokens[:, :-1]).astype(mx.float32)
+    picked = mx.take_along_axis(logits, tb.tokens[:, 1:, None], axis=-1).squeeze(-1)
+    return picked - mx.logsumexp(logits, axis=-1)
+
+
 def masked_ce(model: Any, tb: TokenBatch):
     """Mean cross-entropy over the target tokens of a batch (prompt and padding masked)."""
     import mlx.core as mx
 
-    _, tok = token_logprobs(model, tb)
+    tok = target_logprobs(model, tb)
     m = tb.mask[:, 1:]
     return -(tok * m).sum() / mx.maximum(m.sum(), 1.0)
 

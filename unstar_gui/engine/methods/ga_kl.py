@@ -16,16 +16,20 @@ from typing import Any, Sequence
 from .base import Batch, Method, TokenBatch, masked_kl, token_logprobs
 
 
-def true_answer_pairs(antisamples: Sequence[dict[str, Any]], question: str, answer: str) -> list[tuple[str, str]]:
-    """(question -> true answer) for the user's question and every distinct anti-sample question (the same
-    paraphrases UNSTAR trains on), for the methods that work on the fact itself rather than on a new target."""
-    seen, pairs = set(), []
+def forget_questions(antisamples: Sequence[dict[str, Any]], question: str) -> list[str]:
+    """The user's question and every distinct anti-sample question (the paraphrases UNSTAR trains on), in order."""
+    seen, out = set(), []
     for q in [question, *(row["question"] for row in antisamples)]:
         key = q.strip().lower()
         if key and key not in seen:
             seen.add(key)
-            pairs.append((q, answer))
-    return pairs
+            out.append(q)
+    return out
+
+
+def true_answer_pairs(antisamples: Sequence[dict[str, Any]], question: str, answer: str) -> list[tuple[str, str]]:
+    """(question -> true answer) for every forget question: the methods that work on the fact itself."""
+    return [(q, answer) for q in forget_questions(antisamples, question)]
 
 
 def row_ce(model: Any, tb: TokenBatch):

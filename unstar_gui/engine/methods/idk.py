@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from ..errors import InvalidInput
 from ..prompts import DATA_DIR
-from .ga_kl import true_answer_pairs
+from .ga_kl import forget_questions
 from .unstar import UnstarMethod
 
 REFUSALS_FILE = DATA_DIR / "refusals.txt"
@@ -44,4 +44,4 @@ class IdkMethod(UnstarMethod):
     def forget_pairs(self, antisamples: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
         assert self.ctx is not None, "prepare() first"
         seed = int(self.ctx.extra.get("seed", 0))
-        return [(q, pick_refusal(q, seed)) for q, _ in true_answer_pairs(antisamples, self.ctx.question, "")]
+        return [(q, pick_refusal(q, seed)) for q in forget_questions(antisamples, self.ctx.question)]
