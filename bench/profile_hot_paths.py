@@ -40,10 +40,10 @@ def _fresh_embeddings() -> None:
 
 def _answers(n: int) -> list[str]:
     """Answer-length texts that don't name the answer lexically, so every one reaches the semantic check."""
-    from unstar_gui.engine.antisamples import _tofu_rows
+    from unstar_gui.engine.antisamples import tofu_rows
 
     return [f"{r['answer']} That is what the records of {r['question'].rstrip('?').lower()} say."
-            for r in _tofu_rows()[:n]]
+            for r in tofu_rows()[:n]]
 
 
 def compare_judging(n: int) -> dict[str, Any]:
@@ -86,7 +86,7 @@ def compare_wrong_filter() -> dict[str, Any]:
     _fresh_embeddings()
     t0 = time.perf_counter()
     before = [c for c in cands if not A._wrong_problem(c.text, shape, judge)]  # the old loop: too_close per candidate
-    A._dedupe_order([c.text for c in before], [], A.WRONG_DEDUPE_THRESHOLD)
+    A.dedupe_in_order([c.text for c in before], [], A.WRONG_DEDUPE_THRESHOLD)
     t_before = time.perf_counter() - t0
     _fresh_embeddings()
     t0 = time.perf_counter()
@@ -107,7 +107,7 @@ def measure_general_set(n: int = 30) -> dict[str, Any]:
     from unstar_gui.engine.retain import general_utility_items
 
     fact, judge = A.Fact(*HOGWARTS), Judge(HOGWARTS[1])
-    every = {sp for r in A._tofu_rows() for sp in _spans(f"{r['question']} {r['answer']}")}
+    every = {sp for r in A.tofu_rows() for sp in _spans(f"{r['question']} {r['answer']}")}
     _fresh_embeddings()
     before_cache = len(embeddings._CACHE)
     t0 = time.perf_counter()
