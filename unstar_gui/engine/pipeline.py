@@ -55,9 +55,9 @@ class ForgetSettings:
     n_wrong_answers: int = 6
     n_neighbours: int = 8
     n_general: int = 24
-    general_heldout_share: float = 0.34  # general-utility items kept out of training, to measure damage honestly
-    min_retention: float = 0.9  # a round "holds" when this share of the known neighbour facts is still right
-    probe_max_tokens: int = 48
+    general_heldout_share: float = 0.5  # general-utility items kept out of training, to measure damage honestly
+    min_retention: float = 0.9  # a round "holds" when this share of the known retain facts is still right
+    probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
     checkpoint_every: int = 10
     grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
     method: str = "unstar"
@@ -179,7 +179,8 @@ def _fact(data: dict[str, Any]):
 
 
 def _judge(data: dict[str, Any]) -> Judge:
-    return Judge(data["fact"]["answer"], tuple(data["fact"].get("aliases", [])))
+    # context: spans made of the question's own words ("school harry potter") are not taken for the answer.
+    return Judge(data["fact"]["answer"], tuple(data["fact"].get("aliases", [])), context=data["fact"]["question"])
 
 
 def _settings(data: dict[str, Any]) -> ForgetSettings:
@@ -417,8 +418,9 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
             break
         if not summary["retention_holds"]:
             method.ctx.retain_weight = _retain_weight(s, rounds)
-            yield Log(f"Retention fell to {summary['retention']:.0%}; retain weight now "
-                      f"{method.ctx.retain_weight:g}.", "warning")
+            yield Log(f"Retention did not hold (neighbours {summary['retention_neighbours']:.0%}, general "
+                      f"{summary['retention_general_all']:.0%}); retain weight now {method.ctx.retain_weight:g}.",
+                      "warning")
         if int(job.read().get("samples_round", 0)) < r + 1:
             yield from _regenerate(job, llm, r + 1, s, cancel)
         r, step = r + 1, 0
@@ -458,7 +460,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
 
     all_forgotten = forgotten(("original", "train", "heldout"))
     retention = _share(kept(RETAIN_KINDS_NEIGHBOUR))
-    retention_general = _share(kept(("general",), ("heldout",)), _share(kept(("general",))))
+    general_all = _share(kept(("general",)))
     event = ProbeResult(round=r, efficacy=_share(all_forgotten), retention=retention,
                         forgotten=sum(all_forgotten), total=len(all_forgotten), answers=rows)
     job.append_metric(event.to_dict())
@@ -468,9 +470,10 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
         efficacy_train=_share(forgotten(("original", "train"))),
         efficacy_heldout=_share(forgotten(("heldout",))),
         retention_neighbours=retention,
-        retention_general=retention_general,
-        retention_general_train=_share(kept(("general",), ("train",))),
-        retention_holds=retention >= s.min_retention and retention_general >= 0.95,
+        retention_general=_share(kept(("general",), ("heldout",)), general_all),
+        retention_general_all=general_all,
+        # Judged on every known retain item: the held-out general items alone are too few to steer by.
+        retention_holds=retention >= s.min_retention and general_all >= s.min_retention,
         steps=s.steps_per_round * (r + 1),
         probe_s=round(time.perf_counter() - t0, 2),
     )
@@ -557,6 +560,7 @@ def _write_report(job: Job) -> dict[str, Any]:
         "efficacy": final["efficacy"],
         "retention_neighbours": final["retention_neighbours"],
         "retention_general": final["retention_general"],
+        "retention_general_all": final["retention_general_all"],
         "general_accuracy_base": acc_base,
         "general_accuracy_after": acc_after,
         "general_accuracy_ratio": acc_after / acc_base if acc_base else 1.0,

@@ -78,16 +78,17 @@ class LossChart(_LiveChart):
 
 
 class RoundChart(_LiveChart):
-    """Rounds are numbered from 1 for people (the engine counts from 0); a margin keeps 0% and 100% visible."""
+    """Shares in percent; rounds numbered from 1 for people (the engine counts from 0)."""
 
     def __init__(self) -> None:
-        super().__init__("Probes after each round", "round", "share", [("efficacy (forgotten)", FORGET_COLOR),
-                                                                      ("retention (kept)", RETAIN_COLOR)],
-                         y_range=(-0.05, 1.05))
+        super().__init__("Probes after each round", "round", "share of probes", [
+            ("efficacy (forgotten)", FORGET_COLOR), ("retention (kept)", RETAIN_COLOR)], y_range=(0.0, 100.0))
+        self.y_axis.setLabelFormat("%.0f%%")
+        self.y_axis.setTickCount(5)
 
     def add_round(self, round_no: int, efficacy: float, retention: float) -> None:
-        self.add_point("efficacy (forgotten)", round_no + 1, efficacy)
-        self.add_point("retention (kept)", round_no + 1, retention)
+        self.add_point("efficacy (forgotten)", round_no + 1, 100 * efficacy)
+        self.add_point("retention (kept)", round_no + 1, 100 * retention)
 
     def _apply_ranges(self) -> None:
         rounds = max(int(self._x_max), 1)
