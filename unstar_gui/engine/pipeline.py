@@ -286,6 +286,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     heldout = set(order[:n_heldout])
     probes = [{"question": fact.question, "style": "original", "split": "original", "base_answer": original_answer,
                "known": original_known}]
+    judge.verdicts(answers)  # one batched embedding pass: the per-probe verdicts below are served from its cache
     for i, (p, a) in enumerate(zip(paraphrases, answers)):
         probes.append({"question": p.text, "style": p.style, "split": "heldout" if i in heldout else "train",
                        "base_answer": a, "known": probe_leaks(p.style, a, judge)})
@@ -442,6 +443,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     questions = [p["question"] for p in probes] + [row["question"] for row in retain]
     answers = yield from _answers(llm, questions, s.probe_max_tokens, "reprobe", cancel)
     rows = []
+    judge.verdicts(answers[:len(probes)])  # one batched embedding pass: the per-probe verdicts below use its cache
     for p, a in zip(probes, answers[:len(probes)]):
         leak = probe_leaks(p["style"], a, judge)
         rows.append({"question": p["question"], "split": p["split"], "kind": "probe", "style": p["style"], "answer": a,
