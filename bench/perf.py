@@ -702,11 +702,11 @@ def markdown(r: dict[str, Any]) -> str:
         add(f"| 4 | I/O per round (SmolLM2, {_mb(io_['model_bytes'])} of weights; this run: {s['steps_per_round']} "
             f"steps, a checkpoint every {s['checkpoint_every']}) | {io_['model_loads']} model load per job "
             f"({io_['model_loads'] / e['rounds']:.1f} per round); {_mb(per_round)} written per round (job files; "
-            f"checkpoints of adapter + optimizer state, {_mb(io_['checkpoint_bytes'])} each) | seed design: "
+            f"checkpoints of adapter + optimizer state, {_mb(io_.get('checkpoint_bytes', 0))} each) | seed design: "
             f"{seed['model_loads']} loads ({_mb(seed['read_bytes'])} read) + a fused model "
             f"({_mb(seed['written_bytes'])}) per round | {seed['model_loads'] * e['rounds'] / max(io_['model_loads'], 1):.0f}x "
             f"fewer loads, {seed['written_bytes'] / max(per_round, 1):.1f}x fewer bytes written | |")
-        defaults = 40 // 10 * io_["checkpoint_bytes"] + (per_round - io_["checkpoint_bytes"] * io_["checkpoints"]
+        defaults = 40 // 10 * io_.get("checkpoint_bytes", 0) + (per_round - io_.get("checkpoint_bytes", 0) * io_["checkpoints"]
                                                           / e["rounds"])
         add(f"| 4a | same, projected to the default 40 steps with a checkpoint every 10 | {_mb(defaults)} written per "
             f"round | {_mb(seed['written_bytes'])} written + {_mb(seed['read_bytes'])} read per round | "
