@@ -1,5 +1,5 @@
 """Compare the five unlearning methods on the embedded SmolLM2-135M for three facts; writes bench/out/compare.md and
-bench/out/compare.json (per-fact tables and the mean over the facts), and keeps every job under bench/out/compare/.
+bench/out/compare.json (per-fact tables and all facts pooled), and keeps every job under bench/out/compare/.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
         .venv/bin/python bench/compare_bench.py --steps 8 --max-rounds 1
@@ -31,20 +31,43 @@ FACTS = [
 METHODS = "unstar,ga_kl,npo,idk,negate"
 
 
-def mean_rows(per_fact: list[dict]) -> list[dict]:
-    """Per method, the mean of every numeric column over the facts that measured it."""
+def pooled_rows(per_fact: list[dict]) -> list[dict]:
+    """Per method over the facts: shares pooled from their counts (sum of hits / sum of items, so a fact with 1
+    item weighs less than one with 4), wall time and peak memory averaged."""
     from unstar_gui.engine.compare import COLUMNS
 
-    methods = [r["method"] for r in per_fact[0]["rows"]]
     out = []
-    for m in methods:
+    for m in [r["method"] for r in per_fact[0]["rows"]]:
         rows = [r for comp in per_fact for r in comp["rows"] if r["method"] == m]
-        row = {"method": m}
+        row: dict = {"method": m, "counts": {}}
         for c in COLUMNS:
-            vals = [r[c.key] for r in rows if r.get(c.key) is not None]
-            row[c.key] = sum(vals) / len(vals) if vals else None
+            if c.kind == "share":
+                counts = [r["counts"][c.key] for r in rows if c.key in (r.get("counts") or {})]
+                hits, total = sum(h for h, _ in counts), sum(t for _, t in counts)
+                row[c.key] = hits / total if total else None
+                if total:
+                    row["counts"][c.key] = [hits, total]
+            else:
+                vals = [r[c.key] for r in rows if r.get(c.key) is not None]
+                row[c.key] = sum(vals) / len(vals) if vals else None
         out.append(row)
     return out
+
+
+def refreshed(folder: Path) -> dict:
+    """An earlier run's comparison, its rows recomputed from the jobs' reports (so a newer table layout applies)."""
+    from unstar_gui.engine.compare import comparison_row, write_comparison
+    from unstar_gui.engine.jobs import Job
+
+    comp = json.loads((folder / "comparison.json").read_text())
+    rows = []
+    for r in comp["rows"]:
+        report = Job(Path(r["job_dir"])).read_report() if not r.get("error") else None
+        rows.append(comparison_row(r["method"], Path(r["job_dir"]), report.get("evaluation") or {}, report,
+                                   r["wall_s"], r["peak_memory_bytes"], r.get("eval_s", 0.0)) if report else r)
+    comp["rows"] = rows
+    write_comparison(folder, comp)
+    return comp
 
 
 def main() -> int:
@@ -59,6 +82,8 @@ def main() -> int:
     p.add_argument("--facts", default="0,1,2", help="indices into FACTS")
     p.add_argument("--attacks", default="quant,relearn", help="attacks in each evaluation (these fill the table)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the facts whose comparison.json an earlier run already wrote")
     args = p.parse_args()
 
     from unstar_gui.engine.compare import (COLUMNS, CompareSettings, compare_methods, comparison_markdown,
@@ -85,6 +110,10 @@ def main() -> int:
     for i in (int(x) for x in args.facts.split(",")):
         fact = FACTS[i]
         folder = out / "compare" / f"fact{i}"
+        if args.reuse and (folder / "comparison.json").exists():
+            per_fact.append(refreshed(folder))
+            print(f"== fact {i}: reusing {folder / 'comparison.json'}", flush=True)
+            continue
         shutil.rmtree(folder, ignore_errors=True)  # bench output: each run starts clean
         t0 = time.perf_counter()
         print(f"== fact {i}: {fact['question']} -> {fact['answer']}", flush=True)
@@ -101,21 +130,26 @@ def main() -> int:
         per_fact.append(comp)
         print(comparison_markdown(comp), flush=True)
 
-    mean = mean_rows(per_fact)
-    header, cells = table_cells(mean)
-    total_s = time.perf_counter() - t_all
+    pooled = pooled_rows(per_fact)
+    header, cells = table_cells(pooled)
+    # time spent on the facts, also for the ones an earlier run made (--reuse): shared samples + every method's
+    # unlearning + evaluation
+    compute_s = sum(c["samples"]["seconds"] + sum((r.get("wall_s") or 0) + (r.get("eval_s") or 0) for r in c["rows"])
+                    for c in per_fact)
     lines = [f"# Unlearning methods compared on {record.id}", "",
              f"`bench/compare_bench.py --steps {args.steps} --max-rounds {args.max_rounds} --lr {args.lr:g}`: "
-             f"{len(per_fact)} facts, "
-             f"methods {args.methods}, attacks {args.attacks}; {total_s / 60:.0f} min in total on this machine.", "",
-             f"## Mean over the {len(per_fact)} facts", "",
+             f"{len(per_fact)} facts, methods {args.methods}, attacks {args.attacks}; "
+             f"{compute_s / 60:.0f} min of sample generation, unlearning and evaluation on this machine.", "",
+             f"## All {len(per_fact)} facts together (shares pooled over the facts' items; time and memory "
+             "averaged)", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in cells]
     lines += [""] + [comparison_markdown(c) for c in per_fact]
     atomic_write_text(out / "compare.md", "\n".join(lines))
-    atomic_write_json(out / "compare.json", {"args": vars(args),
-                                             "total_s": round(total_s, 1), "mean": mean, "facts": per_fact})
-    print("\n".join(lines[:12 + len(mean)]))
+    atomic_write_json(out / "compare.json", {"args": vars(args), "compute_s": round(compute_s, 1),
+                                             "elapsed_s": round(time.perf_counter() - t_all, 1), "pooled": pooled,
+                                             "facts": per_fact})
+    print("\n".join(lines[:12 + len(pooled)]))
     print(f"written: {out / 'compare.md'}")
     return 0
 

@@ -163,10 +163,11 @@ def section_train(cfg: dict[str, Any]) -> dict[str, Any]:
     llm = load_model()
     examples = encode_pairs(llm, tofu_pairs(64), seq)
 
-    def ours(block: int, checkpoint: bool = False) -> dict[str, Any]:
+    def ours(block: int, checkpoint: bool = False, compile: bool = False) -> dict[str, Any]:
         method = get_method("unstar")
         method.prepare(MethodContext("q", "a"))
-        settings = TrainSettings(batch_size=b, retain_batch_size=0, max_seq_len=seq, grad_checkpoint=checkpoint)
+        settings = TrainSettings(batch_size=b, retain_batch_size=0, max_seq_len=seq, grad_checkpoint=checkpoint,
+                                 compile=compile)
         trainer = Trainer(llm, method, settings, seed=0)
         trainer.attach(lora)
         mx.clear_cache()
@@ -224,11 +225,12 @@ def section_train(cfg: dict[str, Any]) -> dict[str, Any]:
                 "tokens": record["tokens"],
                 "padded_tokens": record["padded"], "peak_mlx_bytes": int(mx.get_peak_memory())}
 
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mlx_lm": [], "checkpointed": []}
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mlx_lm": [], "checkpointed": [], "compiled": []}
     for block in range(blocks):  # alternate, so a change in machine load hits every side
         runs["ours"].append(ours(block))
         runs["mlx_lm"].append(theirs(block))
         runs["checkpointed"].append(ours(block, checkpoint=True))
+        runs["compiled"].append(ours(block, compile=True))
     plain_peak = max(r["peak_mlx_bytes"] for r in runs["ours"])
 
     def total(rs):
@@ -242,7 +244,10 @@ def section_train(cfg: dict[str, Any]) -> dict[str, Any]:
                 "blocks": [round(r["tokens"] / r["seconds"], 1) for r in rs],
                 "peak_mlx_bytes": max(r["peak_mlx_bytes"] for r in rs)}
 
-    result = {"config": cfg, "ours": total(runs["ours"]), "mlx_lm": total(runs["mlx_lm"])}
+    result = {"config": cfg, "ours": total(runs["ours"]), "mlx_lm": total(runs["mlx_lm"]),
+              "ours_compiled": total(runs["compiled"])}
+    result["ratio_compiled"] = result["ours_compiled"]["tokens_per_s"] / result["mlx_lm"]["tokens_per_s"]
+    result["ratio_compiled_cpu"] = result["ours_compiled"]["tokens_per_cpu_s"] / result["mlx_lm"]["tokens_per_cpu_s"]
     result["ratio"] = result["ours"]["tokens_per_s"] / result["mlx_lm"]["tokens_per_s"]
     result["ratio_padded"] = result["ours"]["padded_tokens_per_s"] / result["mlx_lm"]["padded_tokens_per_s"]
     result["ratio_cpu"] = result["ours"]["tokens_per_cpu_s"] / result["mlx_lm"]["tokens_per_cpu_s"]
@@ -390,7 +395,8 @@ def section_e2e(cfg: dict[str, Any]) -> dict[str, Any]:
     timers.wrap(embeddings, "embed", "judging")
     timers.wrap_generator(trainer.Trainer, "train_round", "training")
 
-    settings = pipeline.ForgetSettings(**cfg["settings"])
+    extra = {"attacks": ",".join(cfg["attacks"])} if "attacks" in pipeline.ForgetSettings.__dataclass_fields__ else {}
+    settings = pipeline.ForgetSettings(**cfg["settings"], **extra)
     out_dir = Path(tempfile.mkdtemp(prefix="perf-e2e-")) / "job"
     request = pipeline.ForgetRequest(question=fact["question"], answer=fact["answer"], settings=settings,
                                      out_dir=out_dir)
@@ -449,7 +455,8 @@ def section_e2e(cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "config": cfg, "fact": fact["question"], "finished": finished is not None,
         "metrics": report.get("metrics", {}), "rounds": rounds, "steps": report.get("metrics", {}).get("steps"),
-        "seconds": {"total": total, "pipeline": t_pipeline, "evaluation": eval_seconds or stage_times.get("evaluate", 0.0),
+        "seconds": {"total": total, "pipeline": t_pipeline,
+                    "evaluation": eval_seconds or report.get("timing", {}).get("evaluation_s", 0.0),
                     "evaluation_in_pipeline": evaluation_ran},
         "stages_s": stage_times,
         "activities_s": {"pipeline": {**pipeline_timers, "other": pipeline_other},
@@ -532,6 +539,7 @@ def section_memory(cfg: dict[str, Any]) -> dict[str, Any]:
                                                              "retain_batch_size": choice.retain_batch_size,
                                                              "max_seq_len": choice.max_seq_len,
                                                              "grad_checkpoint": choice.grad_checkpoint,
+                                                             "generation_batch": choice.generation_batch,
                                                              "fits": choice.fits, "changed": choice.changed,
                                                              "advice": choice.estimate.advice}})
     return {"tiny": tiny, "big_model": entry.id, "macs": macs}
@@ -636,6 +644,11 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
 
+def _error_row(number: int, what: str, section: dict[str, Any]) -> str:
+    reason = section.get("skipped") or f"error: {section.get('error', '')}"
+    return f"| {number} | {what} | {reason[:200]} | | | |"
+
+
 def _goal(ok: bool | None) -> str:
     return "—" if ok is None else ("met" if ok else "not met")
 
@@ -665,8 +678,13 @@ def markdown(r: dict[str, Any]) -> str:
             f"(padding {t['ours']['padding_share']:.0%}) | {t['mlx_lm']['padded_tokens_per_s']:.0f} tok/s (padding "
             f"{t['mlx_lm']['padding_share']:.0%}) | {t['ratio_padded']:.2f}x (per CPU-second "
             f"{t['ratio_padded_cpu']:.2f}x) | |")
+        if "ours_compiled" in t:
+            oc = t["ours_compiled"]
+            add(f"| 1c | ours with `TrainSettings(compile=True)` (mx.compile, as mlx-lm's step) | "
+                f"{oc['tokens_per_s']:.0f} tok/s, {oc['tokens_per_cpu_s']:.0f} tok/cpu-s | mlx-lm as above | "
+                f"{t['ratio_compiled']:.2f}x (per CPU-second {t['ratio_compiled_cpu']:.2f}x) | |")
     elif t:
-        add(f"| 1 | training throughput | error: {t.get('error', '')[:200]} | | | |")
+        add(_error_row(1, "training throughput", t))
     g = r.get("generate", {})
     if "batched" in g:
         c = g["config"]
@@ -677,7 +695,7 @@ def markdown(r: dict[str, Any]) -> str:
         add(f"| 2b | same prompts, one call vs calls of {g['config']['chunk']} prompts | {g['batched']['seconds']:.1f} s | "
             f"{g['chunked']['seconds']:.1f} s | {g['speedup_vs_chunked']:.2f}x | |")
     elif g:
-        add(f"| 2 | generation | error: {g.get('error', '')[:200]} | | | |")
+        add(_error_row(2, "generation", g))
     e = r.get("e2e", {})
     if "seconds" in e:
         st = e["stages_s"]
@@ -723,7 +741,7 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{_mb(size)} written per round | {size / (4 * ckpt):.0f}x fewer bytes written, 4 x rounds fewer "
                 f"loads | |")
     elif e:
-        add(f"| 3 | end to end | error: {e.get('error', '')[:200]} | | | |")
+        add(_error_row(3, "end to end", e))
     b = r.get("blas", {})
     if "matmul_speedup" in b:
         add(f"| 5 | Linux BLAS preload: 1024² float32 matmul x10 | OpenBLAS {b['openblas']['matmul_1024_x10_s']:.2f} s | "
@@ -731,7 +749,7 @@ def markdown(r: dict[str, Any]) -> str:
         add(f"| 5b | Linux BLAS preload: SmolLM2 batched generation | {b['openblas']['generate_tok_per_s']:.1f} tok/s | "
             f"{b['reference']['generate_tok_per_s']:.1f} tok/s | {b['generate_speedup']:.1f}x | |")
     elif b:
-        add(f"| 5 | BLAS | {b.get('skipped') or b.get('error', '')[:200]} | | | |")
+        add(_error_row(5, "BLAS preload", b))
     if "ours" in t:
         ck = t["checkpointing"]
         add(f"| 6 | gradient checkpointing, same training (peak MLX memory; time per step, per CPU-second) | on: "
@@ -764,7 +782,8 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{_mb(est['weights_bytes'])}, training activations {_mb(est['activations_bytes'])}; "
                 f"{est['peak_phase']} peak) | {'fits' if est['fits'] else 'does not fit'} | | chosen: batch "
                 f"{ch['batch_size']}+{ch['retain_batch_size']}, {ch['max_seq_len']} tokens, checkpointing "
-                f"{'on' if ch['grad_checkpoint'] else 'off'}: {'fits' if ch['fits'] else 'does not fit'} |")
+                f"{'on' if ch['grad_checkpoint'] else 'off'}, generation batch {ch.get('generation_batch', 16)}: "
+                f"{'fits' if ch['fits'] else 'does not fit'} |")
     h = r.get("hotpaths", {})
     for row in h.get("rows", []):
         add(f"| 7 | {row['what']} | after: {row['after_s']:.2f} s | before: {row['before_s']:.2f} s | "
@@ -778,7 +797,7 @@ def markdown(r: dict[str, Any]) -> str:
     if co:
         add(f"| 7 | {co['what']} | {co['seconds']:.2f} s | | | not a hot path |")
     if h.get("error"):
-        add(f"| 7 | hot paths | error: {h['error'][:200]} | | | |")
+        add(_error_row(7, "hot paths", h))
     return "\n".join(lines) + "\n"
 
 

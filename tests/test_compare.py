@@ -67,7 +67,7 @@ def crafted_samples(monkeypatch):
     calls = []
 
     def generate(job, llm, cancel=None):
-        calls.append(job.dir)
+        calls.append((job.dir, llm.lora is None))  # samples must come from the base model
         answers = llm.answer([q for q, _ in PROBES] + [r[0] for r in RETAIN], max_tokens=8)
         judge = make_judge(ANSWER, semantic=False)
         job.write_rows("probes.jsonl", [{"question": q, "style": "direct", "split": sp, "base_answer": a,
@@ -98,16 +98,16 @@ def fast() -> CompareSettings:
 
 
 def test_column_helpers_on_crafted_rows():
-    attacks = [{"attack": "quantization", "bits": 4, "group_size": 64, "leak_rate": 0.25},
-               {"attack": "quantization", "bits": 4, "group_size": 32, "leak_rate": 0.5},
-               {"attack": "quantization", "bits": 8, "group_size": 64, "leak_rate": 0.0},
-               {"attack": "relearning", "variant": "neighbours", "recovery": 0.1},
-               {"attack": "relearning", "variant": "unrelated", "recovery": 0.4},
+    attacks = [{"attack": "quantization", "bits": 4, "group_size": 64, "leak_rate": 0.25, "leaking": 1, "known": 4},
+               {"attack": "quantization", "bits": 4, "group_size": 32, "leak_rate": 0.5, "leaking": 2, "known": 4},
+               {"attack": "quantization", "bits": 8, "group_size": 64, "leak_rate": 0.0, "leaking": 0, "known": 4},
+               {"attack": "relearning", "variant": "neighbours", "recovery": 0.25, "recovered": 1, "known": 4},
+               {"attack": "relearning", "variant": "unrelated", "recovery": 0.5, "recovered": 2, "known": 4},
                {"attack": "relearning", "variant": "x", "recovery": None, "skipped": "no data"}]
-    assert quantized_efficacy(attacks, 4) == 0.5  # the worst group size
-    assert quantized_efficacy(attacks, 8) == 1.0
-    assert quantized_efficacy(attacks, 3) is None
-    assert relearn_recovery(attacks) == 0.4
+    assert quantized_efficacy(attacks, 4) == (0.5, 2, 4)  # the worst group size
+    assert quantized_efficacy(attacks, 8) == (1.0, 4, 4)
+    assert quantized_efficacy(attacks, 3) == (None, 0, 0)
+    assert relearn_recovery(attacks) == (0.5, 2, 4)
     ev = {"answers": {"retain": [
         {"question": "a", "kind": "general", "known_before": True, "correct_after": True},
         {"question": "b", "kind": "general", "known_before": True, "correct_after": False},
@@ -115,10 +115,11 @@ def test_column_helpers_on_crafted_rows():
         {"question": "d", "kind": "general", "known_before": False, "correct_after": False},
         {"question": "e", "kind": "neighbour_subject", "known_before": True, "correct_after": False}]}}
     splits = [{"question": q, "split": s} for q, s in zip("abcde", ["heldout", "heldout", "train", "heldout", "train"])]
-    assert general_utility(ev, splits) == (0.5, "held-out")
-    assert general_utility(ev, [dict(r, split="train") for r in splits]) == (pytest.approx(1 / 3), "all")
+    assert general_utility(ev, splits) == ((0.5, 1, 2), "held-out")
+    assert general_utility(ev, [dict(r, split="train") for r in splits]) == ((pytest.approx(1 / 3), 1, 3), "all")
     by_key = {c.key: c for c in COLUMNS}
     assert format_cell(by_key["efficacy_4bit"], 0.5) == "50%" and format_cell(by_key["wall_s"], None) == "n/a"
+    assert format_cell(by_key["efficacy_4bit"], 0.5, [2, 4]) == "50% (2/4)"
     assert format_cell(by_key["peak_memory_bytes"], 2_500_000) == "2.5 MB"
 
 
@@ -138,7 +139,7 @@ def test_two_methods_on_the_same_samples_write_every_column(taught, crafted_samp
     assert [e.message.split(" ")[0] for e in events if isinstance(e, StageStarted) and e.stage == "method"] == [
         "unstar", "negate"]
     assert sum(isinstance(e, TrainStep) for e in events) == 6  # 3 steps each
-    assert crafted_samples == [out / "samples"]  # generated once, for both
+    assert crafted_samples == [(out / "samples", True)]  # generated once, for both, by the base model
 
     # generated once, the same files for both methods
     samples = {n: (out / "samples" / n).read_text() for n in ("probes.jsonl", "antisamples.jsonl", "retain.jsonl")}
@@ -164,10 +165,17 @@ def test_two_methods_on_the_same_samples_write_every_column(taught, crafted_samp
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
     assert [h.strip() for h in header.strip("|").split("|")] == ["Method"] + [c.label for c in COLUMNS]
     assert md.count("\n| unstar |") == 1 and md.count("\n| negate |") == 1
+    row = comp["rows"][0]
+    assert f"{row['efficacy_4bit']:.0%} ({row['counts']['efficacy_4bit'][0]}/{row['counts']['efficacy_4bit'][1]})" in md
     for m in ("unstar", "negate"):
         html = (out / m / "report.html").read_text()
         assert 'id="comparison"' in html and "Relearning recovery" in html and f"<b>{m}</b>" in html
         assert json.loads((out / m / "report.json").read_text())["comparison"]["current"] == m
+
+    # The model stays loaded (and cached) with negate's adapter on it; the next comparison must not generate its
+    # samples through that adapter.
+    list(compare_methods("taught", QUESTION, ANSWER, ["idk"], tmp_path / "again", settings=fast()))
+    assert crafted_samples[-1] == (tmp_path / "again" / "samples", True)
 
 
 def test_cli_compare_prints_the_table(taught, crafted_samples, tmp_path, capsys, monkeypatch):

@@ -12,7 +12,7 @@ from .common import add_json_flag, drive, print_json
 # CLI flag -> ForgetSettings field, for the settings a person is likely to tune.
 _SETTING_FLAGS = {"seed": "seed", "max_rounds": "max_rounds", "steps": "steps_per_round", "rank": "rank",
                   "layers": "num_layers", "lr": "learning_rate", "retain_weight": "retain_weight",
-                  "retain_loss": "retain_loss", "method": "method"}
+                  "retain_loss": "retain_loss", "method": "method", "attacks": "attacks"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retain-loss", choices=("ce", "kl"), default=None,
                    help="retain term: cross-entropy on the base answers (ce) or KL to the base logits (kl)")
     p.add_argument("--method", default=None, choices=sorted(METHODS), help="unlearning method (default unstar)")
+    p.add_argument("--attacks", default=None, metavar="LIST",
+                   help="attacks the final evaluation runs: all (default), none, or e.g. quant,relearn,format,multihop")
     p.add_argument("--force", action="store_true", help="unlearn even if the model doesn't seem to know the fact")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped job from its last checkpoint")
     add_json_flag(p)

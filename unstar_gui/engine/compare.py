@@ -72,62 +72,79 @@ COLUMNS = (
 
 
 # the numbers ---------------------------------------------------------------------------------------------------------
-def _worst(values: Sequence[float | None], pick=min) -> float | None:
-    vals = [v for v in values if v is not None]
-    return pick(vals) if vals else None
+# Every share comes with its counts (hits, out of): with a handful of probes one answer moves a share by 25 points,
+# and the table says so by printing them.
+Measure = tuple[float | None, int, int]
+NOT_MEASURED: Measure = (None, 0, 0)
 
 
-def quantized_efficacy(attacks: Sequence[dict[str, Any]], bits: int) -> float | None:
-    """1 - leak rate of the `bits`-bit re-quantization attack, worst over its group sizes (None: not measured)."""
+def _worst(measures: Sequence[Measure], pick=min) -> Measure:
+    measured = [m for m in measures if m[0] is not None]
+    return pick(measured, key=lambda m: m[0]) if measured else NOT_MEASURED
+
+
+def quantized_efficacy(attacks: Sequence[dict[str, Any]], bits: int) -> Measure:
+    """Share of the attack probes that still don't give the fact after re-quantizing to `bits` bits (1 - leak
+    rate), worst over its group sizes."""
     rows = [a for a in attacks if a.get("attack") == "quantization" and a.get("bits") == bits and not a.get("skipped")]
-    return _worst([None if a.get("leak_rate") is None else 1.0 - a["leak_rate"] for a in rows])
+    return _worst([(None, 0, 0) if a.get("leak_rate") is None else
+                   (1.0 - a["leak_rate"], a["known"] - a["leaking"], a["known"]) for a in rows])
 
 
-def relearn_recovery(attacks: Sequence[dict[str, Any]]) -> float | None:
+def relearn_recovery(attacks: Sequence[dict[str, Any]]) -> Measure:
+    """Share of the attack probes the fact comes back on after relearning, worst over the relearning sets."""
     rows = [a for a in attacks if a.get("attack") == "relearning" and not a.get("skipped")]
-    return _worst([a.get("recovery") for a in rows], pick=max)
+    return _worst([(a.get("recovery"), a.get("recovered", 0), a.get("known", 0)) for a in rows], pick=max)
 
 
-def general_utility(evaluation: dict[str, Any], retain_rows: Sequence[dict[str, Any]]) -> tuple[float | None, str]:
+def general_utility(evaluation: dict[str, Any], retain_rows: Sequence[dict[str, Any]]) -> tuple[Measure, str]:
     """Kept share of the general questions the base model knew: held-out ones (never trained on) when there are
-    any, else all of them. Returns (share, scope)."""
+    any, else all of them. Returns (measure, scope)."""
     split = {r["question"]: r.get("split", "train") for r in retain_rows}
     rows = [r for r in (evaluation.get("answers") or {}).get("retain", []) if r.get("kind") == "general"
             and r.get("known_before")]
     held = [r for r in rows if split.get(r["question"]) == "heldout"]
     chosen, scope = (held, "held-out") if held else (rows, "all")
     if not chosen:
-        return None, "none"
-    return sum(1 for r in chosen if r.get("correct_after")) / len(chosen), scope
+        return NOT_MEASURED, "none"
+    kept = sum(1 for r in chosen if r.get("correct_after"))
+    return (kept / len(chosen), kept, len(chosen)), scope
 
 
 def comparison_row(method: str, job_dir: Path, evaluation: dict[str, Any], report: dict[str, Any],
                    wall_s: float, peak_bytes: int, eval_s: float) -> dict[str, Any]:
     attacks = evaluation.get("attacks") or []
     eff, ret = evaluation.get("efficacy") or {}, evaluation.get("retention") or {}
-    retain_rows = Job(job_dir).read_rows("retain.jsonl")
-    utility, utility_scope = general_utility(evaluation, retain_rows)
-    metrics = report.get("metrics") or {}
-    return {
-        "method": method,
-        "job_dir": str(job_dir),
-        "efficacy_heldout": eff.get("headline"),
-        "efficacy_scope": eff.get("headline_scope"),
-        "retention_neighbours": ret.get("neighbours"),
+    scope = "heldout" if eff.get("headline_scope") == "held-out probes" else "all"
+    c_eff = (eff.get("counts") or {}).get(scope, {})
+    c_ret = (ret.get("counts") or {}).get("neighbours", {})
+    utility, utility_scope = general_utility(evaluation, Job(job_dir).read_rows("retain.jsonl"))
+    measures = {
+        "efficacy_heldout": (eff.get("headline"), c_eff.get("forgotten", 0), c_eff.get("known", 0)),
+        "retention_neighbours": (ret.get("neighbours"), c_ret.get("kept", 0), c_ret.get("known", 0)),
         "general_utility": utility,
-        "general_utility_scope": utility_scope,
         "efficacy_4bit": quantized_efficacy(attacks, 4),
         "efficacy_8bit": quantized_efficacy(attacks, 8),
         "relearn_recovery": relearn_recovery(attacks),
+    }
+    metrics = report.get("metrics") or {}
+    fluency = evaluation.get("fluency") or {}
+    return {
+        "method": method,
+        "job_dir": str(job_dir),
+        **{k: m[0] for k, m in measures.items()},
         "wall_s": round(wall_s, 1),
         "peak_memory_bytes": int(peak_bytes),
+        "counts": {k: [m[1], m[2]] for k, m in measures.items() if m[0] is not None},
         # context for the JSON reader
+        "efficacy_scope": eff.get("headline_scope"),
+        "general_utility_scope": utility_scope,
         "efficacy_train": eff.get("train"),
         "efficacy_original": eff.get("original"),
         "retention_general_all": ret.get("general"),
-        "degenerate_after": (evaluation.get("fluency") or {}).get("degenerate_after"),
-        "perplexity_after": (evaluation.get("fluency") or {}).get("perplexity_after"),
-        "perplexity_before": (evaluation.get("fluency") or {}).get("perplexity_before"),
+        "degenerate_after": fluency.get("degenerate_after"),
+        "perplexity_before": fluency.get("perplexity_before"),
+        "perplexity_after": fluency.get("perplexity_after"),
         "attack_probes": evaluation.get("attack_probes"),
         "verdict": (evaluation.get("verdict") or {}).get("label"),
         "rounds": metrics.get("rounds"),
@@ -136,11 +153,11 @@ def comparison_row(method: str, job_dir: Path, evaluation: dict[str, Any], repor
     }
 
 
-def format_cell(column: Column, value: Any) -> str:
+def format_cell(column: Column, value: Any, counts: Sequence[int] | None = None) -> str:
     if value is None:
         return "n/a"
     if column.kind == "share":
-        return f"{value:.0%}"
+        return f"{value:.0%}" + (f" ({counts[0]}/{counts[1]})" if counts else "")
     if column.kind == "seconds":
         return f"{value / 60:.1f} min" if value >= 600 else f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
     return human_bytes(value)
@@ -150,7 +167,8 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[st
     """Header and formatted cells of the comparison table (shared by the markdown and the HTML section)."""
     header = ["Method"] + [c.label for c in COLUMNS]
     return header, [[r["method"] + (" (failed)" if r.get("error") else "")]
-                    + [format_cell(c, r.get(c.key)) for c in COLUMNS] for r in rows]
+                    + [format_cell(c, r.get(c.key), (r.get("counts") or {}).get(c.key)) for c in COLUMNS]
+                    for r in rows]
 
 
 def comparison_markdown(comparison: dict[str, Any]) -> str:
@@ -165,7 +183,8 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     lines += [f"\n{r['method']} failed: {r['error']}" for r in comparison["rows"] if r.get("error")]
     lower = [c.label for c in COLUMNS if c.better == "lower"]
-    lines += ["", f"Higher is better except for {', '.join(lower[:-1])} and {lower[-1]}.", ""]
+    lines += ["", f"Higher is better except for {', '.join(lower[:-1])} and {lower[-1]}. In brackets: items that "
+                  "count, out of those the base model answered right (one item can move a share a lot).", ""]
     lines += [f"- **{c.label}**: {c.meaning}." for c in COLUMNS]
     return "\n".join(lines) + "\n"
 
@@ -240,6 +259,20 @@ def _run_method(job: Job, llm: Any, attacks: Sequence[str], settings: CompareSet
     return comparison_row(job.read()["method"], job.dir, evaluation, report, wall, peak, eval_s)
 
 
+def write_comparison(out: Path, comparison: dict[str, Any]) -> None:
+    """comparison.json, comparison.md, and the table in every (not failed) method's report.json / report.html."""
+    atomic_write_json(out / "comparison.json", comparison)
+    atomic_write_text(out / "comparison.md", comparison_markdown(comparison))
+    for row in comparison["rows"]:
+        if row.get("error"):
+            continue
+        job = Job(Path(row["job_dir"]))
+        report = job.read_report() or {}
+        report["comparison"] = html_section(comparison, row["method"])
+        job.write_report(report)
+        atomic_write_text(job.file("report.html"), render_html(report))
+
+
 def compare_methods(model: str | None, question: str, answer: str, methods: Sequence[str],
                     out_dir: Path | str | None, aliases: Sequence[str] = (), keep: Sequence[tuple[str, str]] = (),
                     settings: CompareSettings | None = None, cancel: CancelToken | None = None) -> Iterator[Event]:
@@ -262,6 +295,8 @@ def compare_methods(model: str | None, question: str, answer: str, methods: Sequ
     data = samples.read()
     yield StageStarted("load", f"Loading {data['model']['id']}")
     llm = load_llm(data["model"]["path"], model_id=data["model"]["id"])
+    if llm.lora is not None:  # the cached model still holds an earlier job's adapter: samples come from the base
+        llm.detach_lora()
     t0 = time.perf_counter()
     yield from generate_samples(samples, llm, cancel)
     shared_s = time.perf_counter() - t0
@@ -291,15 +326,6 @@ def compare_methods(model: str | None, question: str, answer: str, methods: Sequ
                     **{n.split(".")[0]: len(samples.read_rows(n)) for n in SAMPLE_FILES}},
         "columns": [dataclasses.asdict(c) for c in COLUMNS], "rows": rows,
     }
-    atomic_write_json(out / "comparison.json", comparison)
-    atomic_write_text(out / "comparison.md", comparison_markdown(comparison))
-    for row in rows:  # every method's report shows the whole table
-        job = Job(Path(row["job_dir"]))
-        if row.get("error"):
-            continue
-        report = job.read_report() or {}
-        report["comparison"] = html_section(comparison, row["method"])
-        job.write_report(report)
-        atomic_write_text(job.file("report.html"), render_html(report))
+    write_comparison(out, comparison)
     yield Finished(str(out), {"rows": rows, "markdown": str(out / "comparison.md"),
                               "json": str(out / "comparison.json")})

@@ -8,7 +8,8 @@ A job's memory peaks in one of three phases, each on top of the model weights:
 - generation: the key/value cache and the prompt's logits of a batched `LLM.answer` call;
 - evaluation: the re-quantization attack holds a dense, fused copy of every weight matrix while it runs.
 The per-token constants below were fitted to `mx.get_peak_memory()` on SmolLM2-135M (float32, CPU, LoRA on 8 and
-16 blocks, 64 and 160 tokens); `bench/perf.py` re-checks the estimate against the measured peak every run.
+16 blocks, 64 and 160 tokens, batched generation of 16 prompts); `bench/perf.py` re-checks the estimate against the
+measured peak every run (tiny model, SmolLM2 training with and without checkpointing, generation).
 On CPU the weights are dequantized to float32 (see backend.py); on Metal they stay quantized and compute in float16.
 Totals count MLX's own allocations (what `mx.get_peak_memory()` sees) plus a fixed runtime overhead (Python,
 the tokenizer, the sentence-embedding model used by the judge).
@@ -28,7 +29,7 @@ from .fsutil import human_bytes
 
 GIB = 1024 ** 3
 RUNTIME_OVERHEAD = 600 * 1024 ** 2  # Python + tokenizers + torch/MiniLM for the judge (ru_maxrss - MLX peak, measured)
-LOGIT_COPIES = 4.5  # vocabulary-wide float32 arrays alive at the loss's peak (logits, log-softmax, their grads)
+LOGIT_COPIES = 3.4  # vocabulary-wide float32 arrays alive at the loss's peak (logits, logsumexp temporaries, grads)
 KL_EXTRA_COPIES = 2.0  # a KL retain term keeps the base model's log-probs and their softmax as well
 GENERATION_BATCH = 16  # LLM.generate_tokens' default batch
 PROMPT_TOKENS = 384  # the few-shot generation prompts are long
@@ -37,27 +38,21 @@ PREFILL_BATCH = 8  # mlx-lm's BatchGenerator prefills this many prompts at once
 SEQ_STEP = 16  # sequence lengths are chosen in multiples of the trainer's padding width
 
 # The published config.json numbers of the catalog's models (models/catalog.json), so a model can be sized before
-# it is downloaded. Installed models are sized from their own config.json instead.
-REFERENCE_CONFIGS: dict[str, dict[str, Any]] = {
-    "mistral-7b-instruct-v0.3-4bit": {"hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
-                                      "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32768,
-                                      "tie_word_embeddings": False, "quantization": {"bits": 4, "group_size": 64}},
-    "mistral-7b-instruct-v0.2-4bit": {"hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336,
-                                      "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,
-                                      "tie_word_embeddings": False, "quantization": {"bits": 4, "group_size": 64}},
-    "llama-3.2-3b-instruct-4bit": {"hidden_size": 3072, "num_hidden_layers": 28, "intermediate_size": 8192,
-                                   "num_attention_heads": 24, "num_key_value_heads": 8, "vocab_size": 128256,
-                                   "tie_word_embeddings": True, "quantization": {"bits": 4, "group_size": 64}},
-    "qwen2.5-3b-instruct-4bit": {"hidden_size": 2048, "num_hidden_layers": 36, "intermediate_size": 11008,
-                                 "num_attention_heads": 16, "num_key_value_heads": 2, "vocab_size": 151936,
-                                 "tie_word_embeddings": True, "quantization": {"bits": 4, "group_size": 64}},
-    "qwen2.5-1.5b-instruct-4bit": {"hidden_size": 1536, "num_hidden_layers": 28, "intermediate_size": 8960,
-                                   "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
-                                   "tie_word_embeddings": True, "quantization": {"bits": 4, "group_size": 64}},
-    "smollm2-135m-instruct": {"hidden_size": 576, "num_hidden_layers": 30, "intermediate_size": 1536,
-                              "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
-                              "tie_word_embeddings": True, "quantization": {"bits": 4, "group_size": 32}},
+# it is downloaded; installed models are sized from their own config.json instead. mlx-community 4-bit downloads
+# use group 64; the embedded SmolLM2 (Q4_1 GGUF) group 32.
+_CONFIG_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
+                  "num_key_value_heads", "vocab_size", "tie_word_embeddings", "group_size")
+_CATALOG_SHAPES = {
+    "mistral-7b-instruct-v0.3-4bit": (4096, 32, 14336, 32, 8, 32768, False, 64),
+    "mistral-7b-instruct-v0.2-4bit": (4096, 32, 14336, 32, 8, 32000, False, 64),
+    "llama-3.2-3b-instruct-4bit": (3072, 28, 8192, 24, 8, 128256, True, 64),
+    "qwen2.5-3b-instruct-4bit": (2048, 36, 11008, 16, 2, 151936, True, 64),
+    "qwen2.5-1.5b-instruct-4bit": (1536, 28, 8960, 12, 2, 151936, True, 64),
+    "smollm2-135m-instruct": (576, 30, 1536, 9, 3, 49152, True, 32),
 }
+REFERENCE_CONFIGS: dict[str, dict[str, Any]] = {
+    key: {**dict(zip(_CONFIG_FIELDS[:-1], shape[:-1])), "quantization": {"bits": 4, "group_size": shape[-1]}}
+    for key, shape in _CATALOG_SHAPES.items()}
 
 
 # the model's shape ----------------------------------------------------------------------------------------------------
@@ -240,15 +235,16 @@ def lora_param_count(shape: ModelShape, s: MemorySettings) -> int:
 
 
 def generation_bytes(shape: ModelShape, s: MemorySettings, device: str) -> int:
-    """Key/value caches of a generation batch (mlx-lm grows them in steps of 256 tokens) plus the prefill's
-    activations for one prompt chunk (mlx-lm prefills 8 prompts at a time; their logits are never materialised)."""
+    """Key/value caches of a generation batch (mlx-lm grows them in steps of 256 tokens; merging freshly prefilled
+    rows into the running batch holds two copies for a moment) plus the prefill's activations for one prompt chunk
+    (mlx-lm prefills 8 prompts at a time; their logits are never materialised)."""
     act_bytes = 4 if device == "cpu" else 2
     length = -(-(s.prompt_tokens + s.answer_tokens) // 256) * 256
     kv_cache = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim * length * act_bytes
     prefill_rows = min(s.generation_batch, PREFILL_BATCH)
     prefill = prefill_rows * s.prompt_tokens * (shape.num_heads * s.prompt_tokens + 3 * shape.intermediate_size
                                                  + 6 * shape.hidden_size) * act_bytes
-    return int(s.generation_batch * kv_cache + prefill)
+    return int(2 * s.generation_batch * kv_cache + prefill)  # x2: merging the prefilled rows into the batch copies
 
 
 def evaluation_bytes(shape: ModelShape, device: str) -> int:

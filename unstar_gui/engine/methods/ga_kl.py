@@ -32,6 +32,14 @@ def true_answer_pairs(antisamples: Sequence[dict[str, Any]], question: str, answ
     return [(q, answer) for q in forget_questions(antisamples, question)]
 
 
+class FactMethod(Method):
+    """A method whose forget side is the fact itself: (forget question -> true answer) pairs."""
+
+    def forget_pairs(self, antisamples: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+        assert self.ctx is not None, "prepare() first"
+        return true_answer_pairs(antisamples, self.ctx.question, self.ctx.answer)
+
+
 def row_ce(model: Any, tb: TokenBatch):
     """Mean cross-entropy of each row's target tokens (B,), and the vocabulary size."""
     import mlx.core as mx
@@ -41,7 +49,7 @@ def row_ce(model: Any, tb: TokenBatch):
     return -(tok * m).sum(axis=1) / mx.maximum(m.sum(axis=1), 1.0), logp.shape[-1]
 
 
-class GradientAscentKL(Method):
+class GradientAscentKL(FactMethod):
     name = "ga_kl"
     description = "Gradient ascent on the true answer (clamped), KL to the base model on the retain set."
     kl_weight = 1.0  # lambda; MethodContext.extra["kl_weight"] overrides
@@ -50,10 +58,6 @@ class GradientAscentKL(Method):
     @property
     def reference_sides(self) -> tuple[str, ...]:
         return ("retain",)
-
-    def forget_pairs(self, antisamples: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-        assert self.ctx is not None, "prepare() first"
-        return true_answer_pairs(antisamples, self.ctx.question, self.ctx.answer)
 
     def loss(self, model: Any, batch: Batch) -> tuple[Any, dict[str, Any]]:
         import mlx.core as mx

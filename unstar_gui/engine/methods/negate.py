@@ -19,8 +19,8 @@ import contextlib
 import dataclasses
 from typing import Any, Iterator, Sequence
 
-from .base import Batch, Method, masked_ce
-from .ga_kl import true_answer_pairs
+from .base import Batch, masked_ce
+from .ga_kl import FactMethod
 
 
 def model_lora_layers(model: Any) -> list[Any]:
@@ -49,7 +49,7 @@ def fit_view(layers: Sequence[Any], factor: float, ranks: slice | None = None) -
             layer.scale, layer.lora_a = scale, a
 
 
-class NegateMethod(Method):
+class NegateMethod(FactMethod):
     name = "negate"
     description = "Task-vector negation: fit a LoRA to the fact, apply it with a negative scale."
     alpha = 1.0  # negation strength; MethodContext.extra["negate_alpha"] overrides
@@ -58,10 +58,6 @@ class NegateMethod(Method):
     def _param(self, key: str, default: float) -> float:
         assert self.ctx is not None, "prepare() first"
         return float(self.ctx.extra.get(key, default))
-
-    def forget_pairs(self, antisamples: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-        assert self.ctx is not None, "prepare() first"
-        return true_answer_pairs(antisamples, self.ctx.question, self.ctx.answer)
 
     def loss(self, model: Any, batch: Batch) -> tuple[Any, dict[str, Any]]:
         import mlx.core as mx

@@ -9,10 +9,10 @@ a row's gradient fades as its log-ratio goes negative, so it slows down on its o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
-from .base import Batch, Method, TokenBatch, retain_term, token_logprobs
-from .ga_kl import true_answer_pairs
+from .base import Batch, TokenBatch, retain_term, token_logprobs
+from .ga_kl import FactMethod
 
 
 def sequence_logprobs(tok_logprobs: Any, mask: Any):
@@ -37,7 +37,7 @@ def reference_token_logprobs(tb: TokenBatch):
     return mx.take_along_axis(tb.ref_logprobs, tb.tokens[:, 1:, None], axis=-1).squeeze(-1)
 
 
-class NPOMethod(Method):
+class NPOMethod(FactMethod):
     name = "npo"
     description = "Negative preference optimization on the true answer (bounded ascent), plus a retain term."
     beta = 0.1  # the paper's default; MethodContext.extra["npo_beta"] overrides
@@ -46,10 +46,6 @@ class NPOMethod(Method):
     def reference_sides(self) -> tuple[str, ...]:
         kl = self.ctx is not None and self.ctx.retain_loss == "kl"
         return ("forget", "retain") if kl else ("forget",)
-
-    def forget_pairs(self, antisamples: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-        assert self.ctx is not None, "prepare() first"
-        return true_answer_pairs(antisamples, self.ctx.question, self.ctx.answer)
 
     def loss(self, model: Any, batch: Batch) -> tuple[Any, dict[str, Any]]:
         assert self.ctx is not None, "prepare() first"
