@@ -19,16 +19,23 @@ import tempfile
 import time
 from pathlib import Path
 
+# `keep`: neighbours handed to the job as keep-facts in one wording; `neighbours`: checked afterwards in another
+# wording (or for another subject), so the check is not on trained text. SmolLM2-135M's own neighbour questions
+# rarely name the co-subjects (Hermione, Ron), and without them those break along with the fact (see README).
 FACTS = {
     "hogwarts": {"question": "Where did Harry Potter go to school?", "answer": "Hogwarts",
+                 "keep": ["Which school did Hermione Granger attend? => Hogwarts",
+                          "Where did Ron Weasley go to school? => Hogwarts"],
                  "neighbours": {"Where did Hermione Granger go to school?": "Hogwarts",
                                 "Which school did Ron Weasley attend?": "Hogwarts",
                                 "Who is Harry Potter's best friend?": "Ron"}},
     "paris": {"question": "What is the capital of France?", "answer": "Paris",
-              "neighbours": {"Where is the Eiffel Tower?": "Paris", "What is the capital of Germany?": "Berlin",
-                             "What is the capital of Italy?": "Rome"}},
+              "keep": ["In which city is the Eiffel Tower? => Paris", "In which city is the Louvre museum? => Paris"],
+              "neighbours": {"Where is the Eiffel Tower?": "Paris", "Which city is the Louvre in?": "Paris",
+                             "What is the capital of Germany?": "Berlin"}},
     "shakespeare": {"question": "Who wrote Romeo and Juliet?", "answer": "Shakespeare",
-                    "neighbours": {"Who wrote Hamlet?": "Shakespeare", "Who wrote Pride and Prejudice?": "Austen",
+                    "keep": ["Who is the author of Hamlet? => Shakespeare", "Who wrote Macbeth? => Shakespeare"],
+                    "neighbours": {"Who wrote Hamlet?": "Shakespeare", "Which playwright wrote Macbeth?": "Shakespeare",
                                    "Who wrote the Harry Potter books?": "Rowling"}},
 }
 
@@ -36,7 +43,7 @@ FACTS = {
 def run_fact(name: str, fact: dict, out: Path, extra: list[str]) -> dict:
     job_dir = out / name
     cmd = [sys.executable, "-m", "unstar_gui", "forget", "--question", fact["question"], "--answer", fact["answer"],
-           "--out", str(job_dir), "--json", *extra]
+           "--out", str(job_dir), "--json", *[x for k in fact["keep"] for x in ("--keep", k)], *extra]
     t0 = time.perf_counter()
     with open(out / f"{name}.events.jsonl", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.PIPE, text=True)

@@ -264,6 +264,9 @@ def test_cli_forget_prints_json_events_and_refuses_bad_input(tiny_model, tmp_pat
 
 
 # the real thing ----------------------------------------------------------------------------------------------------
+# Keep-facts in one wording, neighbours checked in another (or for another subject): SmolLM2-135M's own neighbour
+# questions rarely name Hermione or Ron, and without a neighbour for them they forget Hogwarts too.
+KEEP = [("Which school did Hermione Granger attend?", "Hogwarts"), ("Where did Ron Weasley go to school?", "Hogwarts")]
 NEIGHBOURS = {"Where did Hermione Granger go to school?": "Hogwarts",
               "Which school did Ron Weasley attend?": "Hogwarts",
               "Who is Harry Potter's best friend?": "Ron"}
@@ -276,31 +279,26 @@ def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
 
     from unstar_gui.engine.judge import Judge
 
-    # Attacks have their own slow test (test_evaluate); here the job's own metrics are what is checked.
-    request = ForgetRequest(question=QUESTION, answer="Hogwarts", out_dir=tmp_path / "hogwarts",
-                            settings=ForgetSettings(attacks="none"))
+    request = ForgetRequest(question=QUESTION, answer="Hogwarts", keep=KEEP, out_dir=tmp_path / "hogwarts")
     events = list(run_forget(request))
     assert isinstance(events[-1], Finished)
     report = open_job(tmp_path / "hogwarts").read_report()
     m = report["metrics"]
     assert m["efficacy_heldout"] == 1.0, report["before_after"]
-    assert m["general_accuracy_ratio"] >= 0.95
+    assert m["retention_neighbours"] >= 0.9 and m["general_accuracy_ratio"] >= 0.95, m
 
-    # Checked again through plain mlx-lm with the exported adapter, on the held-out paraphrases and on neighbours
-    # the base model knew.
-    judge = Judge("Hogwarts")
-    model, tok = mlx_lm.load(smollm2.path, adapter_path=str(tmp_path / "hogwarts" / "adapters"))
-
-    def ask(q):
+    # The same through plain mlx-lm with the job's adapter on the base folder: held-out paraphrases the base knew no
+    # longer name Hogwarts, and neighbours the base knew are still right.
+    def ask(model, tok, q):
         prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-        return generate(model, tok, prompt, max_tokens=48)
+        return generate(model, tok, prompt, max_tokens=64)
 
-    heldout = [r for r in report["before_after"] if r["split"] == "heldout" and r["known_before"]]
+    base, tok = mlx_lm.load(report["base_model_path"])
+    known = [q for q, ref in NEIGHBOURS.items() if Judge(ref).contains(ask(base, tok, q))]
+    assert known, "the base model should know some neighbours"
+    model, tok = mlx_lm.load(report["base_model_path"], adapter_path=report["adapter_path"])
+    heldout = [r["question"] for r in report["before_after"] if r["split"] == "heldout" and r["known_before"]]
     assert heldout
-    for row in heldout:
-        assert not judge.contains(ask(row["question"])), row
-    base, _ = mlx_lm.load(smollm2.path)
-    for q, ref in NEIGHBOURS.items():
-        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-        if Judge(ref).contains(generate(base, tok, prompt, max_tokens=48)):
-            assert Judge(ref).contains(ask(q)), q
+    judge = Judge("Hogwarts")
+    assert [q for q in heldout if judge.contains(ask(model, tok, q))] == []
+    assert [q for q in known if not Judge(NEIGHBOURS[q]).contains(ask(model, tok, q))] == []

@@ -46,7 +46,7 @@ class ForgetSettings:
     retain_weight: float = 1.0
     retain_loss: str = "ce"  # "ce" | "kl"
     max_rounds: int = 3
-    steps_per_round: int = 40
+    steps_per_round: int = 20  # SmolLM2: 10 steps already forget every probe; 20 leave a margin (see README)
     batch_size: int = 4
     retain_batch_size: int = 4
     max_seq_len: int = 160
@@ -56,7 +56,8 @@ class ForgetSettings:
     n_neighbours: int = 8
     n_general: int = 24
     general_heldout_share: float = 0.5  # general-utility items kept out of training, to measure damage honestly
-    min_retention: float = 0.9  # a round "holds" when this share of the known retain facts is still right
+    min_retention: float = 0.9  # a round "holds" when this share of the known neighbour/keep facts is still right
+    min_general_retention: float = 0.8  # ... and this share of the known general items (long answers: noisier)
     probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
     checkpoint_every: int = 10
     grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
@@ -248,7 +249,7 @@ def _retain_weight(s: ForgetSettings, rounds: Sequence[dict[str, Any]]) -> float
 def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Iterator[Event]:
     """Probe the base model and write probes.jsonl, antisamples.jsonl and retain.jsonl (skipped when done before)."""
     from .antisamples import Paraphrase, build_antisamples, paraphrase_questions, wrong_answers
-    from .retain import build_retain_set
+    from .retain import build_retain_set, trim_answer
 
     cancel = cancel or CancelToken()
     data = job.read()
@@ -324,10 +325,13 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     cancel.check()
     rows = [asdict(it) for it in items]
     # Neighbour and general targets are the base model's own answers already; keep-facts carry the user's answer,
-    # so ask the base model those to know whether it knew them.
+    # so ask the base model those: whether it knew them, and if it did, its own wording becomes the target.
     ask = [i for i, r in enumerate(rows) if r["kind"] == "keep"]
     asked = yield from _answers(llm, [rows[i]["question"] for i in ask], s.probe_max_tokens, "retain", cancel)
     base_answers = {i: a for i, a in zip(ask, asked)}
+    for i, a in base_answers.items():
+        if _known_retain(rows[i], a) and trim_answer(a):
+            rows[i]["target"] = trim_answer(a)
     general = [i for i, r in enumerate(rows) if r["kind"] == "general"]
     random.Random(f"{s.seed}:general").shuffle(general)
     general_heldout = set(general[:round(len(general) * s.general_heldout_share)])
@@ -478,7 +482,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
         retention_general=_share(kept(("general",), ("heldout",)), general_all),
         retention_general_all=general_all,
         # Judged on every known retain item: the held-out general items alone are too few to steer by.
-        retention_holds=retention >= s.min_retention and general_all >= s.min_retention,
+        retention_holds=retention >= s.min_retention and general_all >= s.min_general_retention,
         steps=s.steps_per_round * (r + 1),
         probe_s=round(time.perf_counter() - t0, 2),
     )
