@@ -279,7 +279,9 @@ def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
 
     from unstar_gui.engine.judge import Judge
 
-    request = ForgetRequest(question=QUESTION, answer="Hogwarts", keep=KEEP, out_dir=tmp_path / "hogwarts")
+    # Attacks have their own slow test (test_evaluate); here the job's own metrics are what is checked.
+    request = ForgetRequest(question=QUESTION, answer="Hogwarts", keep=KEEP, out_dir=tmp_path / "hogwarts",
+                            settings=ForgetSettings(attacks="none"))
     events = list(run_forget(request))
     assert isinstance(events[-1], Finished)
     report = open_job(tmp_path / "hogwarts").read_report()
