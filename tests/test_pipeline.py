@@ -273,6 +273,7 @@ NEIGHBOURS = {"Where did Hermione Granger go to school?": "Hogwarts",
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # a few minutes on a quiet machine; a shared 2-core box can be several times slower
 def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
     import mlx_lm
     from mlx_lm.generate import generate
