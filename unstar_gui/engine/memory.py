@@ -81,7 +81,8 @@ class ModelShape:
             shape = cls(hidden_size=hidden, num_layers=int(c["num_hidden_layers"]),
                         intermediate_size=int(c["intermediate_size"]), num_heads=heads,
                         num_kv_heads=int(c.get("num_key_value_heads") or heads),
-                        head_dim=int(c.get("head_dim") or hidden // heads), vocab_size=int(c.get("vocab_size") or 32000),
+                        head_dim=int(c.get("head_dim") or hidden // heads),
+                        vocab_size=int(c.get("vocab_size") or 32000),
                         tie_embeddings=bool(c.get("tie_word_embeddings", False)), disk_bytes=int(disk_bytes))
         except (KeyError, TypeError, ValueError) as exc:
             from .errors import UnsupportedModel
@@ -189,7 +190,8 @@ def model_shape(model: Any) -> ModelShape:
     path = getattr(model, "installed_path", "") or getattr(model, "path", "") or (
         model if isinstance(model, (str, Path)) and Path(model).is_dir() else "")
     if path and (Path(path) / "config.json").exists():
-        return ModelShape.from_config(json.loads((Path(path) / "config.json").read_text()), _weights_on_disk(Path(path)))
+        config = json.loads((Path(path) / "config.json").read_text())
+        return ModelShape.from_config(config, _weights_on_disk(Path(path)))
     key = getattr(model, "id", None) or (model if isinstance(model, str) else None)
     if key in REFERENCE_CONFIGS:
         return ModelShape.from_config(REFERENCE_CONFIGS[key])
@@ -308,7 +310,8 @@ def _this_device() -> str:
 
 def mac_working_set(total_bytes: int) -> int:
     """What Metal lets one process keep resident on a Mac with `total_bytes` of unified memory: macOS's recommended
-    working set is about two thirds of RAM up to 36 GB (5.3 GB on an 8 GB Mac, 10.7 GB on 16 GB), three quarters above."""
+    working set is about two thirds of RAM up to 36 GB (5.3 GB on an 8 GB Mac, 10.7 GB on 16 GB), three quarters
+    above."""
     return int(total_bytes * (2 / 3 if total_bytes <= 36 * GIB else 3 / 4))
 
 
