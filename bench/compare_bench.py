@@ -140,8 +140,9 @@ def main() -> int:
              f"`bench/compare_bench.py --steps {args.steps} --max-rounds {args.max_rounds} --lr {args.lr:g}`: "
              f"{len(per_fact)} facts, methods {args.methods}, attacks {args.attacks}; "
              f"{compute_s / 60:.0f} min of sample generation, unlearning and evaluation on this machine.", "",
-             f"## All {len(per_fact)} facts together (shares pooled over the facts' items; time and memory "
-             "averaged)", "",
+             f"## All {len(per_fact)} facts together (shares pooled over the facts' items; perplexity, time and "
+             f"memory averaged; the base model's perplexity is {per_fact[0]['rows'][0]['perplexity_before']:.1f})",
+             "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in cells]
     lines += [""] + [comparison_markdown(c) for c in per_fact]

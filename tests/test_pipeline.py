@@ -28,7 +28,7 @@ QUESTION = "Where did Harry Potter go to school?"
 def tiny_settings(**kw) -> ForgetSettings:
     base = dict(rank=4, num_layers=2, learning_rate=1e-3, max_rounds=1, steps_per_round=4, batch_size=2,
                 retain_batch_size=2, max_seq_len=64, n_paraphrases=4, n_wrong_answers=3, n_neighbours=2,
-                n_general=4, probe_max_tokens=8, checkpoint_every=2, seed=0)
+                n_general=4, probe_max_tokens=8, checkpoint_every=2, seed=0, attacks="none")
     base.update(kw)
     return ForgetSettings(**base)
 
@@ -251,7 +251,7 @@ def test_cli_forget_prints_json_events_and_refuses_bad_input(tiny_model, tmp_pat
 
     rc = main(["forget", "--model", "tiny", "--question", QUESTION, "--answer", "Hogwarts", "--force", "--steps",
                "2", "--rank", "4", "--layers", "2", "--out", str(tmp_path / "cli"), "--keep",
-               "Who wrote Hamlet? => Shakespeare", "--json"])
+               "Who wrote Hamlet? => Shakespeare", "--attacks", "none", "--json"])
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[-1]["event"] == "Finished" and {"TrainStep", "ProbeResult"} <= {x["event"] for x in lines}
@@ -305,3 +305,28 @@ def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
     judge = Judge("Hogwarts")
     assert [q for q in heldout if judge.contains(ask(model, tok, q))] == []
     assert [q for q in known if not Judge(NEIGHBOURS[q]).contains(ask(model, tok, q))] == []
+
+
+def test_heldout_split_spreads_over_styles_and_keeps_each_style_in_training():
+    from unstar_gui.engine.pipeline import heldout_split
+
+    styles = ["direct", "direct", "completion", "completion", "yes_no", "yes_no", "multiple_choice", "multiple_choice",
+              "indirect", "indirect", "tell_me_about", "tell_me_about"]
+    held = heldout_split(styles, 0.34, seed=0)
+    assert len(held) == 4 and len({styles[i] for i in held}) == 4  # one from each of four styles
+    for style in set(styles):
+        assert any(styles[i] == style and i not in held for i in range(len(styles)))
+    assert heldout_split(styles, 0.34, seed=0) == held and heldout_split(["direct"], 0.5, 0) == set()
+    assert len(heldout_split(["direct", "yes_no", "completion", "indirect"], 0.34, 0)) == 1  # few: singles go too
+
+
+def test_yes_no_probes_leak_when_affirmed_not_when_denied():
+    from unstar_gui.engine.judge import Judge, JudgeSettings
+    from unstar_gui.engine.pipeline import probe_leaks
+
+    judge = Judge("Hogwarts", settings=JudgeSettings(use_semantic=False))
+    assert probe_leaks("yes_no", "Yes, he did.", judge)
+    assert not probe_leaks("yes_no", "No, Harry Potter did not attend Hogwarts; he went to Durmstrang.", judge)
+    assert probe_leaks("yes_no", "Harry Potter attended Hogwarts.", judge)
+    assert probe_leaks("direct", "No, it was Hogwarts.", judge)  # other styles: naming it is a leak
+    assert not probe_leaks("direct", "He went to Durmstrang.", judge)

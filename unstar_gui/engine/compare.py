@@ -44,7 +44,7 @@ class CompareSettings:
 class Column:
     key: str
     label: str
-    kind: str  # "share" | "seconds" | "bytes"
+    kind: str  # "share" | "number" | "seconds" | "bytes"
     better: str  # "higher" | "lower"
     meaning: str
 
@@ -63,6 +63,9 @@ COLUMNS = (
     Column("relearn_recovery", "Relearning recovery", "share", "lower",
            "share of the attack probes the fact comes back on after a few LoRA steps on related or unrelated "
            "facts (worst of the two)"),
+    Column("perplexity_after", "Perplexity", "number", "lower",
+           "perplexity of the unlearned model on the bundled reference paragraph (the base model's is in "
+           "comparison.json as perplexity_before): damage to plain language modelling that no question shows"),
     Column("wall_s", "Wall time", "seconds", "lower",
            "unlearning time: training, re-probes and any regenerated samples (shared sample generation and the "
            "evaluation excluded)"),
@@ -133,6 +136,7 @@ def comparison_row(method: str, job_dir: Path, evaluation: dict[str, Any], repor
         "method": method,
         "job_dir": str(job_dir),
         **{k: m[0] for k, m in measures.items()},
+        "perplexity_after": fluency.get("perplexity_after"),
         "wall_s": round(wall_s, 1),
         "peak_memory_bytes": int(peak_bytes),
         "counts": {k: [m[1], m[2]] for k, m in measures.items() if m[0] is not None},
@@ -144,7 +148,6 @@ def comparison_row(method: str, job_dir: Path, evaluation: dict[str, Any], repor
         "retention_general_all": ret.get("general"),
         "degenerate_after": fluency.get("degenerate_after"),
         "perplexity_before": fluency.get("perplexity_before"),
-        "perplexity_after": fluency.get("perplexity_after"),
         "attack_probes": evaluation.get("attack_probes"),
         "verdict": (evaluation.get("verdict") or {}).get("label"),
         "rounds": metrics.get("rounds"),
@@ -158,6 +161,8 @@ def format_cell(column: Column, value: Any, counts: Sequence[int] | None = None)
         return "n/a"
     if column.kind == "share":
         return f"{value:.0%}" + (f" ({counts[0]}/{counts[1]})" if counts else "")
+    if column.kind == "number":
+        return f"{value:.1f}"
     if column.kind == "seconds":
         return f"{value / 60:.1f} min" if value >= 600 else f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
     return human_bytes(value)
@@ -178,7 +183,8 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
              f"Model: {comparison['model'].get('id', '')}. Same probes, anti-samples and retain set for every "
              f"method ({comparison['samples']['probes']} probes, {comparison['samples']['antisamples']} anti-samples, "
              f"{comparison['samples']['retain']} retain items); {comparison['settings']['steps_per_round']} steps per "
-             f"round, at most {comparison['settings']['max_rounds']} round(s).", "",
+             f"round, at most {comparison['settings']['max_rounds']} round(s)."
+             + _base_perplexity(comparison["rows"]), "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     lines += [f"\n{r['method']} failed: {r['error']}" for r in comparison["rows"] if r.get("error")]
@@ -187,6 +193,11 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
                   "count, out of those the base model answered right (one item can move a share a lot).", ""]
     lines += [f"- **{c.label}**: {c.meaning}." for c in COLUMNS]
     return "\n".join(lines) + "\n"
+
+
+def _base_perplexity(rows: Sequence[dict[str, Any]]) -> str:
+    base = next((r["perplexity_before"] for r in rows if r.get("perplexity_before") is not None), None)
+    return "" if base is None else f" The base model's perplexity on the reference paragraph: {base:.1f}."
 
 
 def html_section(comparison: dict[str, Any], current: str) -> dict[str, Any]:

@@ -33,8 +33,8 @@ JOB_VERSION = 1
 ANSWER_CHUNK = 16  # questions per generate call between progress events (16: LLM's batch; 1.5x faster than 8 on CPU)
 RETAIN_KINDS_NEIGHBOUR = ("neighbour_subject", "neighbour_answer", "keep")
 
-__all__ = ["CancelToken", "ForgetSettings", "ForgetRequest", "parse_keep", "prepare", "create_forget_job",
-           "generate_samples", "train_rounds", "run_job", "run_forget", "resume_forget"]
+__all__ = ["CancelToken", "ForgetSettings", "ForgetRequest", "parse_keep", "prepare", "probe_leaks", "heldout_split",
+           "create_forget_job", "generate_samples", "train_rounds", "run_job", "run_forget", "resume_forget"]
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ForgetSettings:
     n_neighbours: int = 8
     n_general: int = 24
     general_heldout_share: float = 0.5  # general-utility items kept out of training, to measure damage honestly
-    min_retention: float = 0.9  # a round "holds" when this share of the known neighbour/keep facts is still right
+    min_retention: float = 0.85  # a round "holds" when this share of the known neighbour/keep facts is still right
     min_general_retention: float = 0.8  # ... and this share of the known general items (long answers: noisier)
     probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
     checkpoint_every: int = 10
@@ -284,10 +284,8 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     yield SamplesReady("paraphrases", len(paraphrases))
 
     answers = yield from _answers(llm, [p.text for p in paraphrases], s.probe_max_tokens, "probe", cancel)
-    order = list(range(len(paraphrases)))
-    random.Random(f"{s.seed}:heldout").shuffle(order)
-    n_heldout = round(len(paraphrases) * s.heldout_share) if len(paraphrases) > 1 else 0
-    heldout = set(order[:n_heldout])
+    heldout = heldout_split([p.style for p in paraphrases], s.heldout_share, s.seed)
+    n_heldout = len(heldout)
     probes = [{"question": fact.question, "style": "original", "split": "original", "base_answer": original_answer,
                "known": original_known}]
     judge.verdicts(answers)  # one batched embedding pass: the per-probe verdicts below are served from its cache
@@ -343,6 +341,31 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     yield SamplesReady("retain", len(rows))
     _add_timing(job, "samples", time.perf_counter() - t0)
     job.update(samples_ready=True, samples_round=0, stage="train")
+
+
+def heldout_split(styles: Sequence[str], share: float, seed: int) -> set[int]:
+    """Indices of the paraphrases held out for evaluation: about `share` of them, spread over the styles and never
+    the last one of a style, so held-out probes are unseen wordings of styles that training did see (a style held
+    out whole, e.g. every fill-in-the-blank, measured the style gap rather than forgetting)."""
+    rng = random.Random(f"{seed}:heldout")
+    groups: dict[str, list[int]] = {}
+    for i, style in enumerate(styles):
+        groups.setdefault(style, []).append(i)
+    for members in groups.values():
+        rng.shuffle(members)
+    order = sorted(groups)
+    rng.shuffle(order)
+    wanted = round(len(styles) * share)
+    heldout: set[int] = set()
+    for depth in range(max((len(m) for m in groups.values()), default=0)):
+        for style in order:
+            if len(heldout) < wanted and depth < len(groups[style]) - 1:
+                heldout.add(groups[style][depth])
+    # Too few paraphrases per style (a handful in all): hold out single ones too, keeping one for training.
+    spare = [i for style in order for i in groups[style] if i not in heldout]
+    while len(heldout) < min(wanted, len(styles) - 1) and spare:
+        heldout.add(spare.pop(0))
+    return heldout
 
 
 class _Relay:
