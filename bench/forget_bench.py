@@ -56,6 +56,7 @@ def run_fact(name: str, fact: dict, out: Path, extra: list[str]) -> dict:
             "peak_rss_mb": round(report["memory"]["max_rss_bytes"] / 1e6),
             "efficacy_heldout": m["efficacy_heldout"], "efficacy_train": m["efficacy_train"],
             "retention_neighbours": m["retention_neighbours"], "general_ratio": round(m["general_accuracy_ratio"], 3),
+            "general_heldout_ratio": round(m["general_heldout_ratio"], 3),
             "timing": report["timing"], "job": str(job_dir), **check_with_mlx_lm(report, fact)}
 
 
@@ -76,7 +77,8 @@ def check_with_mlx_lm(report: dict, fact: dict) -> dict:
     known_neighbours = [q for q, ref in fact["neighbours"].items() if Judge(ref).contains(ask(model, q))]
     model, tok = mlx_lm.load(base_path, adapter_path=report["adapter_path"])
     judge = Judge(report["fact"]["answer"], tuple(report["fact"].get("aliases", [])))
-    heldout = [r["question"] for r in report["before_after"] if r["split"] == "heldout" and r["known_before"]]
+    heldout = [r["question"] for r in report["before_after"]
+               if r["kind"] == "probe" and r["split"] == "heldout" and r["known_before"]]
     forgotten = [q for q in heldout if not judge.contains(ask(model, q))]
     kept = [q for q in known_neighbours if Judge(fact["neighbours"][q]).contains(ask(model, q))]
     return {"mlx_lm_heldout_forgotten": f"{len(forgotten)}/{len(heldout)}",
@@ -84,7 +86,7 @@ def check_with_mlx_lm(report: dict, fact: dict) -> dict:
 
 
 COLUMNS = ["fact", "rounds", "steps", "wall_s", "peak_rss_mb", "efficacy_heldout", "retention_neighbours",
-           "general_ratio", "mlx_lm_heldout_forgotten", "mlx_lm_neighbours_kept"]
+           "general_ratio", "general_heldout_ratio", "mlx_lm_heldout_forgotten", "mlx_lm_neighbours_kept"]
 
 
 def table(rows: list[dict]) -> str:

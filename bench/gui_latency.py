@@ -84,7 +84,7 @@ def main() -> int:
         from unstar_gui.engine.pipeline import ForgetRequest, ForgetSettings, run_forget
 
         settings = ForgetSettings(max_rounds=1, steps_per_round=steps, n_paraphrases=6, n_wrong_answers=3,
-                                  n_neighbours=4, n_general=8, checkpoint_every=10)
+                                  n_neighbours=4, n_general=8, n_general_eval=8, checkpoint_every=10)
         request = ForgetRequest("Which wizarding school did Harry Potter attend?", "Hogwarts",
                                 aliases=["Hogwarts School of Witchcraft and Wizardry"], model=model,
                                 settings=settings, force=True)

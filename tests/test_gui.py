@@ -30,8 +30,8 @@ pytestmark = pytest.mark.gui
 WAIT_MS = 240_000  # the machines are shared and slow; a real hang still fails
 SAMPLES_WAIT_MS = 1_200_000  # writing anti-samples + retain set: minutes on a loaded 2-core machine
 SCREENS = Path(__file__).parent / "_artifacts" / "screens"
-SMALL_JOB = dict(n_paraphrases=4, n_wrong_answers=2, n_neighbours=2, n_general=4, probe_max_tokens=12,
-                 batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2)
+SMALL_JOB = dict(n_paraphrases=4, n_wrong_answers=2, n_neighbours=2, n_general=4, n_general_eval=4,
+                 probe_max_tokens=12, batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2)
 
 
 # helpers ---------------------------------------------------------------------------------------------------------------

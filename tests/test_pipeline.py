@@ -28,7 +28,8 @@ QUESTION = "Where did Harry Potter go to school?"
 def tiny_settings(**kw) -> ForgetSettings:
     base = dict(rank=4, num_layers=2, learning_rate=1e-3, max_rounds=1, steps_per_round=4, batch_size=2,
                 retain_batch_size=2, max_seq_len=64, n_paraphrases=4, n_wrong_answers=3, n_neighbours=2,
-                n_general=4, probe_max_tokens=8, checkpoint_every=2, seed=0, attacks="none")
+                n_general=4, n_general_eval=4, probe_max_tokens=8, checkpoint_every=2, seed=0,
+                attacks="none")
     base.update(kw)
     return ForgetSettings(**base)
 
@@ -100,6 +101,9 @@ def test_forget_job_writes_every_file_and_a_loadable_adapter(tiny_model, tmp_pat
     retain = job.read_rows("retain.jsonl")
     assert any(r["kind"] == "keep" and r["target"] == "Shakespeare" for r in retain)
     assert all("base_answer" in r and "known" in r for r in retain)
+    general = [r for r in retain if r["kind"] == "general"]
+    assert sum(r["split"] == "train" for r in general) == 4  # n_general trained on
+    assert all(r["known"] for r in general if r["split"] == "heldout")  # the measuring set: what the base knew
     metrics = job.read_rows("metrics.jsonl")
     assert [m["step"] for m in metrics if m["event"] == "TrainStep"] == [1, 2, 3, 4]
     assert [m["round"] for m in metrics if m["event"] == "ProbeResult"] == [0]
@@ -107,7 +111,7 @@ def test_forget_job_writes_every_file_and_a_loadable_adapter(tiny_model, tmp_pat
     report = job.read_report()
     assert report["base_model_path"] == str(Path(tiny_model.path).resolve())
     assert set(report["metrics"]) >= {"efficacy_heldout", "efficacy_train", "retention_neighbours",
-                                      "retention_general"}
+                                      "retention_general", "general_accuracy_ratio", "general_heldout_ratio"}
     assert {row["split"] for row in report["before_after"]} >= {"original", "train", "heldout"}
     assert report["timing"]["train_s"] > 0 and report["memory"]["max_rss_bytes"] > 0
 
@@ -288,7 +292,11 @@ def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
     report = open_job(tmp_path / "hogwarts").read_report()
     m = report["metrics"]
     assert m["efficacy_heldout"] == 1.0, report["before_after"]
-    assert m["retention_neighbours"] >= 0.9 and m["general_accuracy_ratio"] >= 0.95, m
+    # The job's own promise: it stops when its neighbours and the general set it trains on hold (or the budget ends).
+    assert m["retention_neighbours"] >= ForgetSettings().min_retention, m
+    assert m["general_accuracy_ratio"] >= 0.95, m
+    # General questions never trained on are measured too (the README reports how much they lose on this model).
+    assert 0.0 <= m["general_heldout_ratio"] <= 1.0 and m["general_heldout_accuracy_base"] == 1.0, m
 
     # The same through plain mlx-lm with the job's adapter on the base folder: held-out paraphrases the base knew no
     # longer name Hogwarts, and neighbours the base knew are still right.
@@ -300,7 +308,8 @@ def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
     known = [q for q, ref in NEIGHBOURS.items() if Judge(ref).contains(ask(base, tok, q))]
     assert known, "the base model should know some neighbours"
     model, tok = mlx_lm.load(report["base_model_path"], adapter_path=report["adapter_path"])
-    heldout = [r["question"] for r in report["before_after"] if r["split"] == "heldout" and r["known_before"]]
+    heldout = [r["question"] for r in report["before_after"]
+               if r["kind"] == "probe" and r["split"] == "heldout" and r["known_before"]]
     assert heldout
     judge = Judge("Hogwarts")
     assert [q for q in heldout if judge.contains(ask(model, tok, q))] == []

@@ -87,5 +87,6 @@ def cmd_forget(args: argparse.Namespace) -> int:
         print_json({"job": last.job_dir, "adapter": m.get("adapter_path"), "rounds": m.get("rounds"),
                     "steps": m.get("steps"), "efficacy_heldout": m.get("efficacy_heldout"),
                     "retention_neighbours": m.get("retention_neighbours"),
-                    "general_accuracy_ratio": m.get("general_accuracy_ratio"), "total_s": m.get("total_s")})
+                    "general_accuracy_ratio": m.get("general_accuracy_ratio"),
+                    "general_heldout_ratio": m.get("general_heldout_ratio"), "total_s": m.get("total_s")})
     return 0

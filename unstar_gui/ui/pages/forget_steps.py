@@ -53,6 +53,22 @@ class Step(QWidget):
     def state(self):
         return self.wizard.state
 
+    def lay_out_table(self, *buttons: QPushButton) -> None:
+        """The table steps' layout: a row of buttons and a status line, a progress bar, then `self.table`."""
+        self.status = QLabel("")
+        self.status.setObjectName("hint")
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        row = QHBoxLayout()
+        for b in buttons:
+            row.addWidget(b)
+        row.addStretch(1)
+        row.addWidget(self.status)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.table, 1)
+
     def reset(self) -> None:
         """Show the wizard state (a new job, or one just reopened)."""
 
@@ -345,11 +361,6 @@ class KeepStep(Step):
         super().__init__(wizard)
         self.table = RowsTable([Column("question", "Question", editable=True, stretch=True),
                                 Column("answer", "Answer to keep", editable=True, stretch=True)])
-        self.status = QLabel("")
-        self.status.setObjectName("hint")
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(False)
         add = QPushButton("Add fact")
         add.clicked.connect(self.add_row)
         remove = QPushButton("Remove selected")
@@ -357,15 +368,8 @@ class KeepStep(Step):
         suggest = QPushButton("Suggest again")
         suggest.clicked.connect(self.suggest)
         self.suggest_btn = suggest
-        row = QHBoxLayout()
-        for b in (add, remove, suggest):
-            row.addWidget(b)
-        row.addStretch(1)
-        row.addWidget(self.status)
-        layout = QVBoxLayout(self)
-        layout.addLayout(row)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.table, 1)
+        self.lay_out_table(add, remove, suggest)
+        self.progress.setRange(0, 0)  # suggesting has no steps to count
 
     def reset(self) -> None:
         self.table.set_rows([])
@@ -473,20 +477,7 @@ class AntiSamplesStep(Step):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.clicked.connect(self.cancel_current)
         self.cancel_btn.setVisible(False)
-        self.status = QLabel("")
-        self.status.setObjectName("hint")
-        self.progress = QProgressBar()
-        self.progress.setVisible(False)
-        row = QHBoxLayout()
-        row.addWidget(delete)
-        row.addWidget(self.regenerate_btn)
-        row.addWidget(self.cancel_btn)
-        row.addStretch(1)
-        row.addWidget(self.status)
-        layout = QVBoxLayout(self)
-        layout.addLayout(row)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.table, 1)
+        self.lay_out_table(delete, self.regenerate_btn, self.cancel_btn)
 
     def reset(self) -> None:
         self.table.set_rows([])
