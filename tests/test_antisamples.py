@@ -77,6 +77,7 @@ def test_wrong_answer_filters_reject_the_truth_in_disguise():
         " Witchcraft and Wizardry School",  # semantically close
         " The correct answer is Hogwarts",  # talks about the answer
         " Harry Potter",  # repeats the question
+        " No",  # answers nothing, though capitalised like a name
         " Durmstrang Institute",  # a real different answer
         " Beauxbatons Academy.\nQuestion: more",
         " Durmstrang Institute",  # a duplicate

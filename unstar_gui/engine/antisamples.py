@@ -411,6 +411,10 @@ def _select_paraphrases(per_style: dict[str, list[Paraphrase]], quotas: dict[str
 # wrong answers ------------------------------------------------------------------------------------------------------
 _NOT_AN_ANSWER = re.compile(r"\b(answer|correct|question|wrong|incorrect|sorry|cannot|unknown|none)\b", re.I)
 _NAMED_KINDS = ("school", "city", "country", "person", "place")
+# Words a small model writes in the answer slot that answer nothing ("The person who wrote it is No."): capitalised,
+# they pass for names.
+_NON_ANSWERS = frozenset({"yes", "no", "nobody", "nothing", "nowhere", "none", "maybe", "true", "false", "n a",
+                          "unknown", "someone", "somewhere", "everyone", "anyone"})
 
 
 def looks_like_name(text: str) -> bool:
@@ -431,7 +435,7 @@ def _clean_wrong(text: str) -> str:
 def _wrong_problem(text: str, shape: QuestionShape, judge: Judge) -> str:
     if not text or len(text.split()) > 6 or len(text) > 60:
         return "not a short answer"
-    if _NOT_AN_ANSWER.search(text):
+    if _NOT_AN_ANSWER.search(text) or normalize(text) in _NON_ANSWERS:
         return "talks about the answer instead of giving one"
     if shape.kind in _NAMED_KINDS and not looks_like_name(text):
         return "not a name"

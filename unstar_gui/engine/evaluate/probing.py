@@ -48,8 +48,10 @@ def load_job_data(job_dir: Path) -> JobData:
                    antisamples=antisamples, wrong_answers=[w for w in wrongs if w])
 
 
-def make_judge(answer: str, aliases: Sequence[str] = (), semantic: bool = True) -> Judge:
-    return Judge(answer, tuple(aliases), JudgeSettings(use_semantic=semantic))
+def make_judge(answer: str, aliases: Sequence[str] = (), semantic: bool = True, context: str = "") -> Judge:
+    """`context`: the forgotten question, so spans made of its own words are not taken for the answer (the same
+    judge the forget job probes with)."""
+    return Judge(answer, tuple(aliases), JudgeSettings(use_semantic=semantic), context=context)
 
 
 def retain_reference(row: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ def evaluate_job(job_dir: Path | str, llm: Any = None, attacks: str | Sequence[s
     data = load_job_data(Path(job_dir))
     yield StageStarted(stage="evaluate", message=f"evaluating {data.job.dir.name}")
     llm = yield from _prepare_model(data, llm, timing)
-    judge = make_judge(data.answer, data.aliases, semantic=settings.semantic_judge)
+    judge = make_judge(data.answer, data.aliases, semantic=settings.semantic_judge, context=data.question)
 
     t = time.monotonic()
     yield StageStarted(stage="efficacy", message=f"re-asking {len(data.probes)} probes")
