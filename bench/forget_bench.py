@@ -1,4 +1,4 @@
-"""Forget three facts the embedded SmolLM2 knows, one `unstar forget` process each, and report per fact:
+"""Forget four facts the embedded SmolLM2 knows, one `unstar forget` process each, and report per fact:
 rounds, steps, wall time, peak memory, efficacy (held-out paraphrases), retention (neighbours, general set), and the
 same checks through plain `mlx_lm.load(base, adapter_path=...)` on fixed neighbour questions.
 
@@ -37,6 +37,10 @@ FACTS = {
                     "keep": ["Who is the author of Hamlet? => Shakespeare", "Who wrote Macbeth? => Shakespeare"],
                     "neighbours": {"Who wrote Hamlet?": "Shakespeare", "Which playwright wrote Macbeth?": "Shakespeare",
                                    "Who wrote the Harry Potter books?": "Rowling"}},
+    "tokyo": {"question": "What is the capital of Japan?", "answer": "Tokyo",
+              "keep": ["What currency is used in Japan? => yen", "What is the capital of China? => Beijing"],
+              "neighbours": {"Which currency does Japan use?": "yen", "What is the capital of South Korea?": "Seoul",
+                             "What is the capital of Germany?": "Berlin"}},
 }
 
 
@@ -72,11 +76,13 @@ def check_with_mlx_lm(report: dict, fact: dict) -> dict:
 
     def ask(m, q):
         prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-        return generate(m, tok, prompt, max_tokens=48)
+        return generate(m, tok, prompt, max_tokens=64)  # as many as the job's probes (probe_max_tokens)
 
     known_neighbours = [q for q, ref in fact["neighbours"].items() if Judge(ref).contains(ask(model, q))]
     model, tok = mlx_lm.load(base_path, adapter_path=report["adapter_path"])
-    judge = Judge(report["fact"]["answer"], tuple(report["fact"].get("aliases", [])))
+    # The job's own judge: the question as context, so a span like "Japan" in "capital of Japan?" is not a leak.
+    judge = Judge(report["fact"]["answer"], tuple(report["fact"].get("aliases", [])),
+                  context=report["fact"]["question"])
     heldout = [r["question"] for r in report["before_after"]
                if r["kind"] == "probe" and r["split"] == "heldout" and r["known_before"]]
     forgotten = [q for q in heldout if not judge.contains(ask(model, q))]

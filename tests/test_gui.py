@@ -189,6 +189,9 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     assert wizard.index == 5
     report = job.read_report()
     assert results.table.rowCount() == len(report["before_after"]) > 0
+    # The tiny random model knows nothing: no metric may claim a perfect score over zero items.
+    assert not any(r["known_before"] for r in report["before_after"])
+    assert {label.text() for label in results.metric_labels.values()} == {"n/a"}
     screenshot(window, "wizard-6-results")
     qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
 

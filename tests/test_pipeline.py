@@ -311,7 +311,7 @@ def test_smollm2_forgets_hogwarts_and_keeps_its_neighbours(smollm2, tmp_path):
     heldout = [r["question"] for r in report["before_after"]
                if r["kind"] == "probe" and r["split"] == "heldout" and r["known_before"]]
     assert heldout
-    judge = Judge("Hogwarts")
+    judge = Judge("Hogwarts", context=QUESTION)  # the job's judge: the question's own words are not the answer
     assert [q for q in heldout if judge.contains(ask(model, tok, q))] == []
     assert [q for q in known if not Judge(NEIGHBOURS[q]).contains(ask(model, tok, q))] == []
 
