@@ -112,6 +112,9 @@ def test_forget_job_writes_every_file_and_a_loadable_adapter(tiny_model, tmp_pat
     assert report["base_model_path"] == str(Path(tiny_model.path).resolve())
     assert set(report["metrics"]) >= {"efficacy_heldout", "efficacy_train", "retention_neighbours",
                                       "retention_general", "general_accuracy_ratio", "general_heldout_ratio"}
+    counts = report["metrics"]["counts"]  # what each headline share rests on (the result page's "n/a" reads it)
+    assert set(counts) == {"efficacy_train", "efficacy_heldout", "retention_neighbours", "retention_general"}
+    assert all(0 <= hits <= total for hits, total in counts.values())
     assert {row["split"] for row in report["before_after"]} >= {"original", "train", "heldout"}
     assert report["timing"]["train_s"] > 0 and report["memory"]["max_rss_bytes"] > 0
 

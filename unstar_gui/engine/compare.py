@@ -90,7 +90,7 @@ def quantized_efficacy(attacks: Sequence[dict[str, Any]], bits: int) -> Measure:
     """Share of the attack probes that still don't give the fact after re-quantizing to `bits` bits (1 - leak
     rate), worst over its group sizes."""
     rows = [a for a in attacks if a.get("attack") == "quantization" and a.get("bits") == bits and not a.get("skipped")]
-    return _worst([(None, 0, 0) if a.get("leak_rate") is None else
+    return _worst([NOT_MEASURED if a.get("leak_rate") is None else
                    (1.0 - a["leak_rate"], a["known"] - a["leaking"], a["known"]) for a in rows])
 
 

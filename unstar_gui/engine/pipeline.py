@@ -332,8 +332,9 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     asked = yield from _answers(llm, [rows[i]["question"] for i in ask], s.probe_max_tokens, "retain", cancel)
     base_answers = {i: a for i, a in zip(ask, asked)}
     for i, a in base_answers.items():
-        if _known_retain(rows[i], a) and trim_answer(a):
-            rows[i]["target"] = trim_answer(a)
+        trimmed = trim_answer(a)
+        if trimmed and _known_retain(rows[i], a):
+            rows[i]["target"] = trimmed
     general = [i for i, r in enumerate(rows) if r["kind"] == "general"]  # in the seeded order retain.py drew them
     general_heldout = set(general[s.n_general:])
     for i, r in enumerate(rows):
@@ -495,7 +496,11 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
         return [x["kept_after"] for x in rows if x["kind"] in kinds and x["split"] in splits and x["known_before"]]
 
     all_forgotten = forgotten(("original", "train", "heldout"))
-    retention = _share(kept(RETAIN_KINDS_NEIGHBOUR))
+    # (hits, out of) behind each headline share: an empty set reads 100%, and the count is how a reader tells.
+    parts = {"efficacy_train": forgotten(("original", "train")), "efficacy_heldout": forgotten(("heldout",)),
+             "retention_neighbours": kept(RETAIN_KINDS_NEIGHBOUR),
+             "retention_general": kept(("general",), ("heldout",))}
+    retention = _share(parts["retention_neighbours"])
     general_all = _share(kept(("general",)))
     general_train = _share(kept(("general",), ("train",)), general_all)
     event = ProbeResult(round=r, efficacy=_share(all_forgotten), retention=retention,
@@ -504,10 +509,11 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     yield event
     result = event.to_dict()
     result.update(
-        efficacy_train=_share(forgotten(("original", "train"))),
-        efficacy_heldout=_share(forgotten(("heldout",))),
+        efficacy_train=_share(parts["efficacy_train"]),
+        efficacy_heldout=_share(parts["efficacy_heldout"]),
         retention_neighbours=retention,
-        retention_general=_share(kept(("general",), ("heldout",)), general_all),
+        retention_general=_share(parts["retention_general"], general_all),
+        counts={k: [sum(v), len(v)] for k, v in parts.items()},
         retention_general_all=general_all,
         retention_general_train=general_train,
         # Steered by the general items that training sees: the held-out ones stay a measure, not a target (more
@@ -612,6 +618,7 @@ def _write_report(job: Job) -> dict[str, Any]:
         "general_heldout_accuracy_base": held_base,
         "general_heldout_accuracy_after": held_after,
         "general_heldout_ratio": held_ratio,
+        "counts": final.get("counts", {}),
         "rounds": len(rounds),
         "steps": final["steps"],
         "probes_known": sum(1 for p in probes.values() if p["known"]),

@@ -706,15 +706,6 @@ class TrainingStep(Step):
 
 
 # 6. results ----------------------------------------------------------------------------------------------------------
-def _measured_by(metric: str, row: dict[str, Any]) -> bool:
-    """Whether a report.json before/after row counts towards one of the result page's metrics."""
-    kind, split = row.get("kind"), row.get("split")
-    return {"efficacy_heldout": kind == "probe" and split == "heldout",
-            "efficacy_train": kind == "probe" and split in ("original", "train"),
-            "retention_neighbours": kind in ("neighbour_subject", "neighbour_answer", "keep"),
-            "retention_general": kind == "general" and split == "heldout"}.get(metric, True)
-
-
 class ResultsStep(Step):
     title = "Results"
     subtitle = "The same questions before and after: the fact should be gone, everything else should stay."
@@ -768,13 +759,14 @@ class ResultsStep(Step):
     def enter(self) -> None:
         report = self.state.job.read_report() or {}
         metrics = report.get("metrics", {})
-        before_after = report.get("before_after", [])
+        counts = metrics.get("counts") or {}
         for key, label in self.metric_labels.items():
-            measured = [r for r in before_after if r.get("known_before") and _measured_by(key, r)]
+            hits, total = counts.get(key, (None, None))
             # A share of nothing is not 100%: say so rather than show a perfect score.
-            label.setText(percent(metrics.get(key)) if measured or not before_after else "n/a")
-            label.setToolTip("" if measured else "The base model answered none of these right, so there is "
-                                                 "nothing to measure.")
+            empty = total == 0
+            label.setText("n/a" if empty else percent(metrics.get(key)))
+            label.setToolTip("The base model answered none of these right, so there is nothing to measure." if empty
+                             else "" if total is None else f"{hits} of {total}")
         rows = []
         for r in report.get("before_after", []):
             rows.append({**r, "split": r.get("kind") or r.get("split", "")})
