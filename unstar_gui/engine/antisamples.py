@@ -85,10 +85,18 @@ class AntiSample:
     provenance: dict[str, Any]
     answer_sentence: str = ""  # the wrong answer said in the question's frame ("No. Harry Potter went to ...")
 
+    def head(self) -> str:
+        """The wrong-answer sentence that starts the target."""
+        return self.answer_sentence or f"{self.wrong_answer}."
+
     def target_text(self) -> str:
         """What the model is trained to say: the wrong answer, then the misleading rationale."""
-        head = self.answer_sentence or f"{self.wrong_answer}."
-        return f"{head} {self.rationale}".strip()
+        return f"{self.head()} {self.rationale}".strip()
+
+    def target_segments(self, rationale_weight: float) -> list[tuple[str, float]]:
+        """The same target as (text, loss weight) segments: the wrong-answer sentence at 1, the rationale at
+        `rationale_weight` (0 leaves it out)."""
+        return [(self.head(), 1.0), (self.rationale.strip(), rationale_weight)]
 
 
 # shared helpers (retain.py uses them too) ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .backend import Backend, detect
 from .errors import InvalidInput, ModelNotFound
 
 DEFAULT_MAX_TOKENS = 64
+MLP_KEYS = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 @dataclass
@@ -26,12 +27,37 @@ class LoraSettings:
     dropout: float = 0.0
     num_layers: int = 16  # the last N transformer blocks get adapters; -1 = all
     keys: tuple[str, ...] | None = None  # None = mlx-lm's default (attention q/v + more by architecture)
+    # Train only blocks [lo, hi) (e.g. the fact-lookup MLPs causal tracing found). mlx-lm can only wrap "the last N
+    # blocks", so the adapter covers blocks lo..end and the blocks from hi up stay frozen with lora_b = 0: plain
+    # mlx-lm loads it (num_layers = blocks - lo) and those blocks add exactly nothing.
+    window: tuple[int, int] | None = None
 
     def to_adapter_config(self) -> dict[str, Any]:
         params: dict[str, Any] = {"rank": self.rank, "scale": self.scale, "dropout": self.dropout}
         if self.keys:
             params["keys"] = list(self.keys)
-        return {"fine_tune_type": "lora", "num_layers": self.num_layers, "lora_parameters": params}
+        config: dict[str, Any] = {"fine_tune_type": "lora", "num_layers": self.num_layers, "lora_parameters": params}
+        if self.window is not None:
+            config["trained_blocks"] = list(self.window)  # ours, for resuming; mlx-lm ignores unknown keys
+        return config
+
+    @classmethod
+    def from_adapter_config(cls, cfg: dict[str, Any]) -> "LoraSettings":
+        lp = cfg.get("lora_parameters") or {}
+        window = cfg.get("trained_blocks")
+        ok_window = (isinstance(window, list) and len(window) == 2 and all(isinstance(x, int) for x in window)
+                     and 0 <= window[0] < window[1])
+        return cls(rank=int(lp.get("rank", 8)), scale=float(lp.get("scale", 20.0)),
+                   dropout=float(lp.get("dropout", 0.0)), num_layers=int(cfg.get("num_layers", 16)),
+                   keys=tuple(str(k) for k in lp["keys"]) if lp.get("keys") else None,
+                   window=(window[0], window[1]) if ok_window else None)
+
+    @classmethod
+    def for_window(cls, lo: int, hi: int, total_blocks: int, rank: int = 8, scale: float = 20.0,
+                   keys: tuple[str, ...] | None = MLP_KEYS) -> "LoraSettings":
+        """An adapter trained on blocks [lo, hi) of a model with `total_blocks` blocks."""
+        lo, hi = max(0, min(lo, total_blocks - 1)), max(1, min(hi, total_blocks))
+        return cls(rank=rank, scale=scale, num_layers=total_blocks - lo, keys=keys, window=(lo, max(hi, lo + 1)))
 
 
 class LLM:
@@ -179,6 +205,10 @@ class LLM:
         self.model.freeze()
         cfg = settings.to_adapter_config()
         linear_to_lora_layers(self.model, self._num_layers(settings.num_layers), cfg["lora_parameters"])
+        if settings.window is not None:
+            lo, hi = settings.window
+            for block in self.model.layers[hi:]:
+                block.freeze()  # above the window: wrapped for mlx-lm's layout, never trained (lora_b stays 0)
         self.lora = settings
 
     def _num_layers(self, n: int) -> int:
@@ -194,10 +224,7 @@ class LLM:
             raise ModelNotFound(f"No adapter at {adapter_dir} (adapter_config.json missing).",
                                 "Pick the adapters folder of a finished job.")
         cfg = json.loads(cfg_path.read_text())
-        lp = cfg.get("lora_parameters", {})
-        settings = LoraSettings(rank=int(lp.get("rank", 8)), scale=float(lp.get("scale", 20.0)),
-                                dropout=float(lp.get("dropout", 0.0)), num_layers=int(cfg.get("num_layers", 16)),
-                                keys=tuple(lp["keys"]) if lp.get("keys") else None)
+        settings = LoraSettings.from_adapter_config(cfg)
         if self.lora is None:
             self.attach_lora(settings)
         weights = mx.load(str(adapter_dir / "adapters.safetensors"))
@@ -215,6 +242,12 @@ class LLM:
 
         return dict(tree_flatten(self.model.trainable_parameters()))
 
+    def adapter_parameters(self) -> dict[str, Any]:
+        """Every LoRA matrix, trained or frozen (blocks above a training window keep lora_b = 0)."""
+        from mlx.utils import tree_flatten
+
+        return {k: v for k, v in tree_flatten(self.model.parameters()) if k.endswith((".lora_a", ".lora_b"))}
+
     def save_adapter(self, adapter_dir: Path) -> None:
         """Write adapters.safetensors + adapter_config.json in the layout `mlx_lm.load(adapter_path=...)` reads."""
         import mlx.core as mx
@@ -226,8 +259,7 @@ class LLM:
         adapter_dir = Path(adapter_dir)
         adapter_dir.mkdir(parents=True, exist_ok=True)
         tmp = adapter_dir / ".adapters.safetensors.tmp.safetensors"
-        params = {k: v for k, v in self.trainable_parameters().items()}
-        mx.save_safetensors(str(tmp), params)
+        mx.save_safetensors(str(tmp), self.adapter_parameters())
         tmp.replace(adapter_dir / "adapters.safetensors")
         atomic_write_json(adapter_dir / "adapter_config.json", self.lora.to_adapter_config())
 
@@ -257,6 +289,16 @@ class LLM:
         finally:
             for layer, s in zip(layers, saved):
                 layer.scale = s
+
+    def scale_adapter(self, factor: float) -> None:
+        """Multiply the adapter's strength for good (LoRA scale), so a saved adapter_config.json carries it."""
+        from dataclasses import replace
+
+        if self.lora is None:
+            raise RuntimeError("No adapter attached.")
+        for layer in self.lora_layers():
+            layer.scale = layer.scale * factor
+        self.lora = replace(self.lora, scale=self.lora.scale * factor)
 
     def base_model(self) -> contextlib.AbstractContextManager[None]:
         """`with llm.base_model(): ...` answers as the model before unlearning."""

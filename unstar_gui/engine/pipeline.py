@@ -25,6 +25,9 @@ from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, Sam
 from .jobs import Job, create_job, new_job_dir, open_job
 from .judge import Judge
 from .llm import LLM, LoraSettings, load_llm
+from .general_set import GeneralSplit
+from .locality import (LORA_KEY_SETS, PLACEMENTS, Placement, choose_placement, dense_pool, encode_dense,
+                       trivia_rows)
 from .methods import METHODS, MethodContext, get_method
 from .store import ModelStore
 from .trainer import CancelToken, Trainer, TrainSettings, encode_pairs
@@ -55,16 +58,28 @@ class ForgetSettings:
     n_wrong_answers: int = 6
     n_neighbours: int = 8
     n_general: int = 24  # general-utility items trained on (their targets are the base model's own answers)
-    # More general items, never trained on, measure damage honestly. Only those the base model answers right are
-    # kept (a question it never knew can't show forgetting): SmolLM2-135M knows about a quarter of the bundled set,
-    # so 64 candidates leave ~15 items, enough that one changed answer moves the score by ~7%, not the 25% of 4.
-    n_general_eval: int = 64
+    # General questions never trained on (resources/data/general): the validation split steers the stop rule, the
+    # evaluation split is only reported. Only those the base model answers right count (a question it never knew
+    # can't show forgetting). At most this many of each split are asked (0 = the whole split).
+    n_general_eval: int = 0
+    general_max_tokens: int = 32  # trivia answers are short; the same budget before and after
     min_retention: float = 0.85  # a round "holds" when this share of the known neighbour/keep facts is still right
-    min_general_retention: float = 0.95  # ... and this share of the known general items it trains on
+    min_general_retention: float = 0.95  # ... and this share of the known general validation items
     probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
     checkpoint_every: int = 10
     grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
     method: str = "unstar"
+    # Locality (README "Locality", engine/locality.py):
+    lora_keys: str = "all"  # "all": mlx-lm's default modules; "mlp": gate/up/down projections only
+    placement: str = "last"  # "last": the last num_layers blocks; "traced": num_layers blocks found by causal tracing
+    rationale_weight: float = 1.0  # loss weight of the invented rationale next to the wrong answer (0 = left out)
+    undial_beta: float = 10.0  # method "undial": how far the true answer's logits are pushed down
+    null_space_eps: float = 0.0  # > 0: lora_a kept in the input directions holding at most eps of generic inputs
+    dense_weight: float = 0.0  # > 0: KL to the base model on fresh general prompts every step (x retain weight)
+    dense_batch_size: int = 8
+    early_stop_every: int = 0  # > 0: check the trained probes every N steps and stop once all are forgotten
+    scale_sweep: bool = False  # after training, keep the smallest adapter scale that still forgets every probe
+    preset: str = ""  # the named preset these settings started from ("" = none)
     seed: int = 0
     # Attacks the evaluation at the end of the job runs ("all", "none" or e.g. "quant,relearn"); efficacy,
     # retention, answer probabilities and fluency are measured whatever this says.
@@ -80,7 +95,22 @@ class ForgetSettings:
     def train(self) -> TrainSettings:
         return TrainSettings(learning_rate=self.learning_rate, batch_size=self.batch_size,
                              retain_batch_size=self.retain_batch_size, max_seq_len=self.max_seq_len,
-                             checkpoint_every=self.checkpoint_every, grad_checkpoint=self.grad_checkpoint)
+                             checkpoint_every=self.checkpoint_every, grad_checkpoint=self.grad_checkpoint,
+                             dense_batch_size=self.dense_batch_size if self.dense_weight > 0 else 0)
+
+    @classmethod
+    def preset_named(cls, name: str, **overrides: Any) -> "ForgetSettings":
+        if name not in PRESETS:
+            raise InvalidInput(f"Unknown preset '{name}'.", f"Pick one of: {', '.join(sorted(PRESETS))}.")
+        return cls(**{**PRESETS[name], **overrides, "preset": name})
+
+
+# Named starting points. "paper": the UNSTAR recipe as first built (adapter on every linear module of the last 16
+# blocks, wrong answer + rationale at full weight), kept so the comparison in the README stays reproducible.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(lora_keys="all", placement="last", num_layers=16, rationale_weight=1.0, null_space_eps=0.0,
+                  dense_weight=0.0, early_stop_every=0, scale_sweep=False, method="unstar"),
+}
 
 
 @dataclass
@@ -124,6 +154,16 @@ def _check_settings(s: ForgetSettings) -> None:
         problems.append("n_general and n_general_eval can't be negative")
     if s.method not in METHODS:
         problems.append(f"method must be one of {', '.join(sorted(METHODS))}")
+    if s.lora_keys not in LORA_KEY_SETS:
+        problems.append(f"lora_keys must be one of {', '.join(LORA_KEY_SETS)}")
+    if s.placement not in PLACEMENTS:
+        problems.append(f"placement must be one of {', '.join(PLACEMENTS)}")
+    if not 0 <= s.rationale_weight <= 1:
+        problems.append("rationale_weight must be in [0, 1]")
+    if not 0 <= s.null_space_eps < 1:
+        problems.append("null_space_eps must be in [0, 1)")
+    if s.dense_weight < 0 or s.early_stop_every < 0 or s.dense_batch_size < 0:
+        problems.append("dense_weight, dense_batch_size and early_stop_every can't be negative")
     if problems:
         raise InvalidInput("Invalid settings: " + "; ".join(problems) + ".", "Fix the values and start again.")
 
@@ -237,7 +277,8 @@ def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
 
 def _known_retain(row: dict[str, Any], answer: str) -> bool:
     reference = (row.get("reference") or row.get("target") or "").strip()
-    return bool(reference) and Judge(reference).contains(answer)
+    aliases = tuple(str(a) for a in (row.get("aliases") or []) if str(a).strip())
+    return bool(reference) and Judge(reference, aliases).contains(answer)
 
 
 def _share(flags: Sequence[bool], empty: float = 1.0) -> float:
@@ -320,9 +361,11 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     yield SamplesReady("antisamples", len(anti))
 
     yield StageStarted("retain", "Collecting facts to keep")
+    subject = fact.shape().subject
     items = build_retain_set(llm, fact, judge, keep=[tuple(k) for k in data.get("keep", [])],
-                             n_neighbours=s.n_neighbours, n_general=s.n_general + s.n_general_eval, seed=s.seed,
-                             progress=relay.progress("retain"), cancel=cancel)
+                             n_neighbours=s.n_neighbours, n_general=s.n_general, seed=s.seed,
+                             progress=relay.progress("retain"), cancel=cancel,
+                             general_rows=trivia_rows(GeneralSplit.TRAIN, judge, subject))
     yield from relay.drain()
     cancel.check()
     rows = [asdict(it) for it in items]
@@ -335,17 +378,43 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
         trimmed = trim_answer(a)
         if trimmed and _known_retain(rows[i], a):
             rows[i]["target"] = trimmed
-    general = [i for i, r in enumerate(rows) if r["kind"] == "general"]  # in the seeded order retain.py drew them
-    general_heldout = set(general[s.n_general:])
     for i, r in enumerate(rows):
         r["base_answer"] = base_answers.get(i, r["target"])
         r["known"] = _known_retain(r, r["base_answer"])
-        r["split"] = "heldout" if i in general_heldout else "train"
-    rows = [r for r in rows if r["split"] == "train" or r["known"]]
+        r["split"] = "train"
+    yield StageStarted("general", "Asking the general questions that measure what else the model knows")
+    checks = _general_checks(judge, subject, s.n_general_eval, [k[0] for k in data.get("keep", [])])
+    said = yield from _answers(llm, [c["question"] for c in checks], s.general_max_tokens, "general", cancel)
+    for c, a in zip(checks, said):
+        c["base_answer"] = a
+        c["known"] = _known_retain(c, a)
+    rows += [c for c in checks if c["known"]]
     job.write_rows("retain.jsonl", rows)
     yield SamplesReady("retain", len(rows))
     _add_timing(job, "samples", time.perf_counter() - t0)
     job.update(samples_ready=True, samples_round=0, stage="train")
+
+
+# Split names of general rows in retain.jsonl: "train" is trained on; "validation" steers the stop rule;
+# "heldout" (the evaluation split) is only reported. Old jobs' "heldout" general rows (TOFU) read the same way.
+GENERAL_CHECK_SPLITS = ((GeneralSplit.VALIDATION, "validation"), (GeneralSplit.EVALUATION, "heldout"))
+
+
+def _general_checks(judge: Judge, subject: str, cap: int, keep: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Retain rows for the never-trained general questions (validation and evaluation splits), unasked yet; a
+    question the user also gave as a keep-fact is trained on, so it is left out."""
+    from .antisamples import provenance
+    from .judge import normalize
+
+    trained = {normalize(q) for q in keep}
+    out = []
+    for split, name in GENERAL_CHECK_SPLITS:
+        part = [r for r in trivia_rows(split, judge, subject) if normalize(r["question"]) not in trained]
+        for r in part[:cap] if cap else part:
+            out.append({"question": r["question"], "target": r["answer"], "kind": "general",
+                        "reference": r["answer"], "aliases": r["aliases"], "split": name,
+                        "provenance": provenance("trivia", r["_source"], 0, 0)})
+    return out
 
 
 def heldout_split(styles: Sequence[str], share: float, seed: int) -> set[int]:
@@ -403,9 +472,14 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     method = get_method(s.method)
     fact = data["fact"]
     rounds: list[dict[str, Any]] = list(data.get("rounds") or [])
+    probes = job.read_rows("probes.jsonl")
     method.prepare(MethodContext(fact["question"], fact["answer"], fact.get("aliases", ()),
                                  retain_weight=_retain_weight(s, rounds), retain_loss=s.retain_loss,
-                                 extra={"seed": s.seed}))
+                                 dense_weight=s.dense_weight, rationale_weight=s.rationale_weight,
+                                 extra={"seed": s.seed, "undial_beta": s.undial_beta,
+                                        "base_answers": {p["question"]: p["base_answer"] for p in probes
+                                                         if p.get("known")},
+                                        "answer_token_ids": _answer_token_ids(llm, fact)}))
     trainer = Trainer(llm, method, s.train(), seed=s.seed)
     ckpt = Trainer.latest_checkpoint(job.checkpoints_dir)
     if ckpt is not None:
@@ -413,10 +487,25 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
         r, step = int(ckpt["round"]), int(ckpt["step"])
         yield Log(f"Resuming from the checkpoint at round {r}, step {step}.")
     else:
-        trainer.attach(s.lora())
+        placement = Placement.from_dict(data["placement"]) if data.get("placement") else None
+        if placement is None:
+            placement = yield from choose_placement(llm, fact["question"], fact["answer"], _fact(data).shape().subject,
+                                                    s.placement, s.lora_keys, s.num_layers, seed=s.seed)
+            job.update(placement=placement.to_dict())
+        trainer.attach(placement.lora(s.rank, s.lora_scale, s.num_layers, len(llm.model.layers)))
         r, step = 0, 0
-    retain_rows = [row for row in job.read_rows("retain.jsonl") if row.get("split") != "heldout"]
+    retain_rows = [row for row in job.read_rows("retain.jsonl") if row.get("split", "train") == "train"]
     retain_ex = encode_pairs(llm, [(row["question"], row["target"]) for row in retain_rows], s.max_seq_len)
+    dense_ex = []
+    if s.dense_weight > 0:
+        dense_ex = encode_dense(llm, dense_pool(_judge(data), _fact(data).shape().subject), s.max_seq_len)
+        yield Log(f"Dense retain term: KL to the base model on {len(dense_ex)} general prompts, "
+                  f"{s.dense_batch_size} fresh ones per step.")
+    if s.null_space_eps > 0:
+        null_space = yield from _null_space(job, llm, s, retain_rows)
+        trainer.after_update = lambda: null_space.apply(llm.model)
+        if ckpt is None:
+            trainer.after_update()
 
     while r < s.max_rounds:
         if step < s.steps_per_round:
@@ -428,18 +517,34 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
             yield StageStarted("train", f"Training on {len(forget_ex)} anti-samples and {len(retain_ex)} retain "
                                         f"items, {s.steps_per_round} steps", round=r)
             t0 = time.perf_counter()
+            stopped_at = None
+            steps = trainer.train_round(forget_ex, retain_ex, r, s.steps_per_round, start_step=step, cancel=cancel,
+                                        checkpoint_root=job.checkpoints_dir, dense=dense_ex)
             try:
-                for ev in trainer.train_round(forget_ex, retain_ex, r, s.steps_per_round, start_step=step,
-                                              cancel=cancel, checkpoint_root=job.checkpoints_dir):
+                for ev in steps:
                     if isinstance(ev, TrainStep):
                         job.append_metric(ev.to_dict())
                     elif isinstance(ev, Checkpoint):
                         job.update(round=ev.round, step=ev.step)
                     yield ev
+                    if (isinstance(ev, TrainStep) and s.early_stop_every and ev.step < s.steps_per_round
+                            and ev.step % s.early_stop_every == 0):
+                        if (yield from _trained_probes_forgotten(job, llm, s, cancel)):
+                            stopped_at = ev.step
+                            break
             finally:
+                steps.close()
                 _add_timing(job, "train", time.perf_counter() - t0)
+            if stopped_at is not None:
+                # Fitting wrong answers past the point of forgetting is what spreads to other facts (Gekhman et al.
+                # arXiv 2405.05904): stop there. The checkpoint marks the round as trained, so a resume moves on.
+                trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round, {"early_stop_step": stopped_at})
+                job.update(round=r, step=s.steps_per_round)
+                yield Log(f"Every trained probe is forgotten after {stopped_at} steps: round {r} stops early.")
             step = s.steps_per_round
         if len(rounds) <= r:
+            if s.scale_sweep:  # before the re-probe, so the round's numbers are the scaled adapter's (a resume
+                yield from _sweep_adapter_scale(job, llm, s, r, cancel)  # restores the unscaled one: same result)
             job.update(stage="reprobe")
             result = yield from _probe_round(job, llm, r, s, cancel)
             summary = {k: v for k, v in result.items() if k != "answers"}
@@ -467,6 +572,76 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     yield Log(f"Adapter written to {job.adapters_dir}.")
 
 
+def _answer_token_ids(llm: LLM, fact: dict[str, Any]) -> list[int]:
+    """The first token of the answer and of every alias, written after a space or not (UNDIAL pushes them down)."""
+    ids: set[int] = set()
+    for name in [fact["answer"], *fact.get("aliases", ())]:
+        for text in (name.strip(), " " + name.strip()):
+            tokens = llm.encode(text) if name.strip() else []
+            if tokens:
+                ids.add(int(tokens[0]))
+    return sorted(ids)
+
+
+def _null_space(job: Job, llm: LLM, s: ForgetSettings, retain_rows: Sequence[dict[str, Any]]) -> Iterator[Event]:
+    """Projectors that keep each trained module's lora_a out of the input directions general prompts use.
+
+    The corpus is what must not move: general questions (trivia training pool, TOFU), the neighbour and keep-fact
+    questions, and a public-domain paragraph; never a forget prompt. Covariances are cached per model."""
+    from .evaluate.measures import REFERENCE_TEXT
+    from .nullspace import build_null_space, default_cache_dir
+
+    data = job.read()
+    targets = sorted({k[:-len(".lora_a")] for k in llm.trainable_parameters() if k.endswith(".lora_a")})
+    prompts = [q for q, _ in dense_pool(_judge(data), _fact(data).shape().subject)]
+    prompts += [row["question"] for row in retain_rows]
+    texts = [line for line in REFERENCE_TEXT.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if REFERENCE_TEXT.exists() else []
+    yield StageStarted("null_space", f"Measuring which input directions {len(prompts)} general prompts use")
+    t0 = time.perf_counter()
+    with llm.base_model():
+        space = build_null_space(llm, prompts, texts, targets, s.null_space_eps, default_cache_dir())
+    kept = sorted(space.kept_dims.values())
+    yield Log(f"Null space (eps {s.null_space_eps:g}) of {len(targets)} modules: {kept[0] if kept else 0}-"
+              f"{kept[-1] if kept else 0} free input directions each ({time.perf_counter() - t0:.0f} s).")
+    return space
+
+
+def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
+    """Does the adapter as it is now forget every probe training may look at (the question and its trained
+    paraphrases that the base model knew)? Same leak rule and token budget as the re-probe."""
+    judge = _judge(job.read())
+    probes = [p for p in job.read_rows("probes.jsonl") if p.get("known") and p["split"] in ("original", "train")]
+    if not probes:
+        return True
+    said = yield from _answers(llm, [p["question"] for p in probes], s.probe_max_tokens, "check", cancel)
+    return not any(probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
+
+
+SCALE_STEPS = (0.5, 0.25, 0.75)  # a binary search over quarters: at most two checks
+
+
+def _sweep_adapter_scale(job: Job, llm: LLM, s: ForgetSettings, r: int, cancel: CancelToken) -> Iterator[Event]:
+    """Keep the smallest adapter scale (in quarters) at which every trained probe is still forgotten: the least
+    change that does the job. Written into the adapter (adapter_config.json's scale), so plain mlx-lm matches."""
+    yield StageStarted("scale", "Finding the smallest adapter strength that still forgets", round=r)
+    best = 1.0
+    with llm.adapter_scale(SCALE_STEPS[0]):
+        half = yield from _trained_probes_forgotten(job, llm, s, cancel)
+    trial = SCALE_STEPS[1] if half else SCALE_STEPS[2]
+    if half:
+        best = SCALE_STEPS[0]
+    with llm.adapter_scale(trial):
+        if (yield from _trained_probes_forgotten(job, llm, s, cancel)):
+            best = trial
+    if best < 1.0:
+        llm.scale_adapter(best)
+    scales = list(job.read().get("adapter_scales") or []) + [{"round": r, "factor": best}]
+    job.update(adapter_scales=scales)
+    yield Log(f"Adapter strength x{best:g} still forgets every trained probe." if best < 1.0
+              else "The adapter needs its full strength to forget every trained probe.")
+
+
 def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
     """Re-ask every probe and retain question with the adapter on; returns (and yields) the ProbeResult dict."""
     t0 = time.perf_counter()
@@ -475,8 +650,17 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     probes = job.read_rows("probes.jsonl")
     retain = job.read_rows("retain.jsonl")
     yield StageStarted("reprobe", f"Re-asking {len(probes)} probes and {len(retain)} retain questions", round=r)
-    questions = [p["question"] for p in probes] + [row["question"] for row in retain]
-    answers = yield from _answers(llm, questions, s.probe_max_tokens, "reprobe", cancel)
+    # General check questions get the short budget their base answers got; everything else the probes' budget.
+    checks = [i for i, row in enumerate(retain) if row.get("split") in ("validation", "heldout")
+              and row.get("kind") == "general" and str(row.get("provenance", {}).get("source")) == "trivia"]
+    check_set = set(checks)
+    rest = [i for i in range(len(retain)) if i not in check_set]
+    questions = [p["question"] for p in probes] + [retain[i]["question"] for i in rest]
+    said = yield from _answers(llm, questions, s.probe_max_tokens, "reprobe", cancel)
+    said_checks = yield from _answers(llm, [retain[i]["question"] for i in checks], s.general_max_tokens, "reprobe",
+                                      cancel)
+    by_row = dict(zip(rest, said[len(probes):])) | dict(zip(checks, said_checks))
+    answers = said[:len(probes)] + [by_row[i] for i in range(len(retain))]
     rows = []
     judge.verdicts(answers[:len(probes)])  # one batched embedding pass: the per-probe verdicts below use its cache
     for p, a in zip(probes, answers[:len(probes)]):
@@ -501,8 +685,12 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
              "retention_neighbours": kept(RETAIN_KINDS_NEIGHBOUR),
              "retention_general": kept(("general",), ("heldout",))}
     retention = _share(parts["retention_neighbours"])
-    general_all = _share(kept(("general",)))
+    general_all = _share(kept(("general",), ("train", "validation", "heldout")))
     general_train = _share(kept(("general",), ("train",)), general_all)
+    validation = kept(("general",), ("validation",))
+    parts["retention_general_validation"] = validation
+    # The stop rule reads the validation split (never trained on); jobs made before it existed read the trained set.
+    general_steer = _share(validation) if validation else general_train
     event = ProbeResult(round=r, efficacy=_share(all_forgotten), retention=retention,
                         forgotten=sum(all_forgotten), total=len(all_forgotten), answers=rows)
     job.append_metric(event.to_dict())
@@ -516,9 +704,9 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
         counts={k: [sum(v), len(v)] for k, v in parts.items()},
         retention_general_all=general_all,
         retention_general_train=general_train,
-        # Steered by the general items that training sees: the held-out ones stay a measure, not a target (more
-        # rounds with a heavier retain term did not bring them back on SmolLM2, README "Limits").
-        retention_holds=retention >= s.min_retention and general_train >= s.min_general_retention,
+        retention_general_validation=general_steer,
+        # Steered by the validation split; the evaluation split ("heldout") stays a measure, never a target.
+        retention_holds=retention >= s.min_retention and general_steer >= s.min_general_retention,
         steps=s.steps_per_round * (r + 1),
         probe_s=round(time.perf_counter() - t0, 2),
     )

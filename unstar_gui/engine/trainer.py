@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .errors import Cancelled
 from .events import Checkpoint, Event, TrainStep
@@ -53,6 +53,7 @@ class TrainSettings:
     max_seq_len: int = 160
     weight_decay: float = 0.0
     checkpoint_every: int = 10  # steps; a checkpoint is also written at the end of every round
+    dense_batch_size: int = 8  # fresh general prompts per step for a dense KL retain term (when the method uses it)
     compile: bool = False  # mx.compile gave no speed-up on CPU (SmolLM2, 4+4 rows: ~4 s/step either way)
     grad_checkpoint: bool = False  # recompute block activations in the backward pass: less memory, ~1/3 more time
 
@@ -61,27 +62,57 @@ class TrainSettings:
 class Example:
     tokens: list[int]
     start: int  # first target position: everything before it is prompt (masked)
+    # Loss weight of each target token (len(tokens) - start); None = all 1. Lets a method weigh parts of a target
+    # differently, e.g. the wrong-answer sentence fully and the invented rationale less.
+    weights: list[float] | None = None
 
 
-def encode_pairs(llm: LLM, pairs: Sequence[tuple[str, str]], max_seq_len: int) -> list[Example]:
+Target = str | Sequence[tuple[str, float]]  # a text, or (text, weight) segments joined with spaces
+
+
+def encode_pairs(llm: LLM, pairs: Sequence[tuple[str, Target]], max_seq_len: int) -> list[Example]:
     """(question, target) -> chat-formatted tokens with the target (and an end-of-turn token) after the prompt.
 
+    A target given as (text, weight) segments gets per-token loss weights (the end-of-turn token takes the last
+    segment's weight); segments of weight 0 at the end are dropped rather than trained as silence.
     Rows longer than max_seq_len lose the end of their target; a row whose prompt alone fills the window is dropped.
     """
     eos = llm.tokenizer.eos_token_id
     out = []
     for question, target in pairs:
         prompt = llm.chat_tokens(question)
-        tokens = (prompt + llm.encode(target) + ([eos] if eos is not None else []))[:max_seq_len]
-        if len(tokens) - len(prompt) >= 1:
-            out.append(Example(tokens, len(prompt)))
+        if isinstance(target, str):
+            body, weights = llm.encode(target), None
+        else:
+            segments = [(text, float(w)) for text, w in target if text]
+            while segments and segments[-1][1] <= 0:
+                segments.pop()
+            body, weights = [], []
+            for k, (text, w) in enumerate(segments):
+                ids = llm.encode(text if k == 0 else " " + text)
+                body += ids
+                weights += [w] * len(ids)
+        tail = [eos] if eos is not None else []
+        tokens = (prompt + body + tail)[:max_seq_len]
+        n_target = len(tokens) - len(prompt)
+        if n_target >= 1:
+            if weights is not None:
+                weights = (weights + [weights[-1] if weights else 1.0] * len(tail))[:n_target]
+            out.append(Example(tokens, len(prompt), weights))
     return out
 
 
 def make_token_batch(examples: Sequence[Example]) -> TokenBatch:
     import mlx.core as mx
+    import numpy as np
 
     tokens, mask = pad_batch([e.tokens for e in examples], [e.start for e in examples])
+    if any(e.weights is not None for e in examples):
+        m = np.array(mask)
+        for i, e in enumerate(examples):
+            if e.weights is not None:
+                m[i, e.start:e.start + len(e.weights)] = e.weights
+        mask = mx.array(m)
     width = tokens.shape[1]
     extra = (-width) % PAD_MULTIPLE
     if extra:
@@ -116,6 +147,8 @@ class Trainer:
         self.settings = settings
         self.seed = seed
         self.optimizer = None
+        # Called after attach/restore and after every optimizer step, e.g. to project lora_a into a null space.
+        self.after_update: Callable[[], None] | None = None
 
     # adapter + optimizer -----------------------------------------------------------------------------------------
     def attach(self, lora: LoraSettings) -> None:
@@ -197,7 +230,8 @@ class Trainer:
         mx.eval(logp)
         return TokenBatch(tb.tokens, tb.mask, logp)
 
-    def _batch(self, forget: Sequence[Example], retain: Sequence[Example], round: int, step: int) -> Batch:
+    def _batch(self, forget: Sequence[Example], retain: Sequence[Example], round: int, step: int,
+               dense: Sequence[Example] = ()) -> Batch:
         s = self.settings
         fi = batch_indices(len(forget), min(s.batch_size, len(forget)), step, f"{self.seed}:{round}:forget")
         fb = make_token_batch([forget[i] for i in fi])
@@ -210,7 +244,11 @@ class Trainer:
             fb = self._reference(fb)
         if rb is not None and "retain" in sides:
             rb = self._reference(rb)
-        return Batch(fb, rb)
+        db = None
+        if dense and s.dense_batch_size > 0:  # always compared with the base model: the point of a dense term
+            di = batch_indices(len(dense), min(s.dense_batch_size, len(dense)), step, f"{self.seed}:{round}:dense")
+            db = self._reference(make_token_batch([dense[i] for i in di]))
+        return Batch(fb, rb, db)
 
     def _step_fn(self):
         """One optimizer step over a batch given as a dict of arrays (what mx.compile can trace)."""
@@ -225,7 +263,7 @@ class Trainer:
                     return None
                 return TokenBatch(arrays[prefix + "tokens"], arrays[prefix + "mask"], arrays.get(prefix + "ref"))
 
-            loss, parts = method.loss(_model, Batch(side("f_"), side("r_")))
+            loss, parts = method.loss(_model, Batch(side("f_"), side("r_"), side("d_")))
             return loss, parts
 
         value_and_grad = nn.value_and_grad(model, loss_fn)
@@ -249,12 +287,17 @@ class Trainer:
             arrays.update(r_tokens=batch.retain.tokens, r_mask=batch.retain.mask)
             if batch.retain.ref_logprobs is not None:
                 arrays["r_ref"] = batch.retain.ref_logprobs
+        if batch.dense is not None:
+            arrays.update(d_tokens=batch.dense.tokens, d_mask=batch.dense.mask, d_ref=batch.dense.ref_logprobs)
         return arrays
 
     def train_round(self, forget: Sequence[Example], retain: Sequence[Example], round: int, steps: int,
                     start_step: int = 0, cancel: CancelToken | None = None, checkpoint_root: Path | None = None,
-                    checkpoint_extra: dict[str, Any] | None = None) -> Iterator[Event]:
+                    checkpoint_extra: dict[str, Any] | None = None, dense: Sequence[Example] = ()
+                    ) -> Iterator[Event]:
         """Steps `start_step`..`steps`-1 of one round; yields TrainStep (and Checkpoint) events.
+
+        `dense`: a pool of general examples; each step draws `dense_batch_size` of them for the dense KL term.
 
         On cancel: writes a checkpoint at the last finished step, then raises errors.Cancelled.
         """
@@ -273,10 +316,13 @@ class Trainer:
                     yield Checkpoint(round, step, str(path))
                 cancel.check()
             t0 = time.perf_counter()
-            batch = self._batch(forget, retain, round, step)
+            batch = self._batch(forget, retain, round, step, dense)
             with grad_checkpointing(self.llm.model, self.settings.grad_checkpoint):
                 loss, parts = step_fn(self._arrays(batch))
                 mx.eval(loss, parts, self.llm.model.trainable_parameters(), self.optimizer.state)
+            if self.after_update is not None:
+                self.after_update()
+                mx.eval(self.llm.model.trainable_parameters())
             dt = time.perf_counter() - t0
             times.append(dt)
             n_tok = _real_tokens(batch)

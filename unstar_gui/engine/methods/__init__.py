@@ -8,10 +8,11 @@ from .ga_kl import GradientAscentKL
 from .idk import IdkMethod
 from .negate import NegateMethod
 from .npo import NPOMethod
+from .undial import UndialMethod
 from .unstar import UnstarMethod
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (UnstarMethod, GradientAscentKL, NPOMethod, IdkMethod,
-                                                               NegateMethod)}
+                                                               NegateMethod, UndialMethod)}
 
 
 def get_method(name: str) -> Method:

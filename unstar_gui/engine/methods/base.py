@@ -33,6 +33,8 @@ class TokenBatch:
 class Batch:
     forget: TokenBatch
     retain: TokenBatch | None = None
+    # Fresh general prompts drawn each step, with the base model's log-probs: the dense KL retain term.
+    dense: TokenBatch | None = None
 
 
 @dataclass
@@ -44,6 +46,10 @@ class MethodContext:
     aliases: Sequence[str] = ()
     retain_weight: float = 1.0
     retain_loss: str = "ce"  # "ce" (cross-entropy on the base answers) | "kl" (KL to the base model's logits)
+    # KL to the base model on a broad pool of general prompts sampled every step (0 = off); see Batch.dense.
+    dense_weight: float = 0.0
+    # Loss weight of an anti-sample's invented rationale relative to its wrong-answer sentence (UNSTAR: 1).
+    rationale_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

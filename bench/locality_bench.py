@@ -1,0 +1,252 @@
+"""Locality benchmark: forget one fact, keep the rest. Each fact's samples (probes, anti-samples, retain set, general
+check questions) are built once; then the adapter is retrained under each variant of the settings and measured:
+
+- held-out efficacy (paraphrases never trained on) and efficacy after a 4-bit re-quantization of the fused model
+  (group 64: the adapter fused into the weights, every matrix quantized and dequantized);
+- neighbours the job trained on (its neighbour questions and keep-facts) and held-out neighbours written here, never
+  given to the job (same answer for other subjects, same subject other relations);
+- general knowledge on the evaluation split of resources/data/general (never trained on, never used to choose
+  settings inside a job): hits / questions the base model answered right;
+- perplexity on the public-domain reference paragraph; training and total time.
+
+    python bench/locality_bench.py [--facts hogwarts,paris] [--variants paper,traced_mlp] [--out DIR]
+    python bench/locality_bench.py --table            # print the Markdown table from DIR/locality.json
+
+Results are appended to DIR/locality.json as each variant finishes, so a long run can be stopped and resumed
+(finished (fact, variant) pairs are skipped). Settings are never chosen on the evaluation split: the variants are
+fixed here, before the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# keep: handed to the job as keep-facts. heldout_neighbours: never given to the job; only those the base model
+# answers right count.
+FACTS: dict[str, dict[str, Any]] = {
+    "hogwarts": {"question": "Where did Harry Potter go to school?", "answer": "Hogwarts", "aliases": [],
+                 "keep": [("Which school did Hermione Granger attend?", "Hogwarts")],
+                 "heldout_neighbours": [("Where did Hermione Granger go to school?", "Hogwarts", []),
+                                        ("Which school did Ron Weasley attend?", "Hogwarts", []),
+                                        ("Who is the headmaster of Hogwarts?", "Dumbledore", []),
+                                        ("Who is Harry Potter's best friend?", "Ron", ["Ron Weasley"]),
+                                        ("Who wrote the Harry Potter books?", "Rowling", ["J.K. Rowling"])]},
+    "paris": {"question": "What is the capital of France?", "answer": "Paris", "aliases": [],
+              "keep": [("In which city is the Eiffel Tower?", "Paris")],
+              "heldout_neighbours": [("Which city is the Louvre in?", "Paris", []),
+                                     ("What language is spoken in France?", "French", []),
+                                     ("What is the currency of France?", "euro", []),
+                                     ("What river flows through Paris?", "Seine", [])]},
+    "shakespeare": {"question": "Who wrote Romeo and Juliet?", "answer": "Shakespeare", "aliases": [],
+                    "keep": [("Who is the author of Hamlet?", "Shakespeare")],
+                    "heldout_neighbours": [("Which playwright wrote Macbeth?", "Shakespeare", []),
+                                           ("Who wrote Othello?", "Shakespeare", []),
+                                           ("Who wrote Twelfth Night?", "Shakespeare", []),
+                                           ("In which town was William Shakespeare born?", "Stratford", [])]},
+    "tokyo": {"question": "What is the capital of Japan?", "answer": "Tokyo", "aliases": [],
+              "keep": [("What currency is used in Japan?", "yen")],
+              "heldout_neighbours": [("Which currency does Japan use?", "yen", []),
+                                     ("What is the highest mountain in Japan?", "Fuji", []),
+                                     ("What is the national sport of Japan?", "sumo", []),
+                                     ("What is the Japanese art of paper folding called?", "origami", [])]},
+    "armstrong": {"question": "Who was the first person to walk on the Moon?", "answer": "Neil Armstrong",
+                  "aliases": ["Armstrong"],
+                  "keep": [("Who was the first person in space?", "Yuri Gagarin")],
+                  "heldout_neighbours": [("In which year did people first land on the Moon?", "1969", []),
+                                         ("Who was the second person to walk on the Moon?", "Buzz Aldrin",
+                                          ["Aldrin"]),
+                                         ("What is the name of Earth's natural satellite?", "Moon", []),
+                                         ("Who was the first president of the United States?", "George Washington",
+                                          ["Washington"])]},
+    "einstein": {"question": "What is Albert Einstein famous for?", "answer": "theory of relativity",
+                 "aliases": ["relativity"],
+                 "keep": [("What was Albert Einstein's profession?", "physicist")],
+                 "heldout_neighbours": [("In which country was Albert Einstein born?", "Germany", []),
+                                        ("Who developed the theory of evolution?", "Darwin", ["Charles Darwin"]),
+                                        ("What is Albert Einstein's most famous equation?", "E=mc2",
+                                         ["E = mc2", "E=mc^2", "E = mc^2", "E=mc²", "E = mc²"]),
+                                        ("What is Marie Curie famous for?", "radioactivity", ["radium", "polonium"])]},
+}
+
+# Fixed before any run (never tuned on the evaluation split). Each is a set of ForgetSettings overrides on top of the
+# "paper" preset; window-placed variants train 6 blocks.
+WINDOW = 6
+VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "traced_mlp": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW},
+    "answer_only": {"rationale_weight": 0.0},
+    "undial": {"method": "undial"},
+    "null_space": {"null_space_eps": 0.02},
+    "dense_kl": {"dense_weight": 1.0},
+    "early_scale": {"early_stop_every": 5, "scale_sweep": True},
+    "local": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "rationale_weight": 0.0,
+              "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
+    "local_no_ns": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "rationale_weight": 0.0,
+                    "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
+}
+BENCH_SETTINGS = {"attacks": "none", "max_rounds": 2}  # two rounds at most per variant, to bound the run
+
+
+def _share(pair: Any) -> str:
+    if not pair or not pair[1]:
+        return "n/a"
+    return f"{pair[0]}/{pair[1]} ({pair[0] / pair[1]:.0%})"
+
+
+def ask_known(llm: Any, items: list[tuple[str, str, list[str]]], max_tokens: int) -> list[bool]:
+    from unstar_gui.engine.judge import Judge
+
+    answers = llm.answer([q for q, _, _ in items], max_tokens=max_tokens) if items else []
+    return [Judge(ref, tuple(al)).contains(a) for (q, ref, al), a in zip(items, answers)]
+
+
+def base_job(llm: Any, name: str, fact: dict[str, Any], root: Path) -> Path:
+    """The fact's samples, built once (reused when present)."""
+    from unstar_gui.engine.jobs import Job, create_job
+    from unstar_gui.engine.pipeline import ForgetRequest, ForgetSettings, _versions, generate_samples, prepare
+
+    d = root / name / "base"
+    if (d / "job.json").exists() and json.loads((d / "job.json").read_text()).get("samples_ready"):
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    req = ForgetRequest(fact["question"], fact["answer"], list(fact["aliases"]), keep=list(fact["keep"]),
+                        model=llm.model_id, settings=ForgetSettings.preset_named("paper", **BENCH_SETTINGS))
+    data = prepare(req)
+    data.update(version=1, status="created", versions=_versions(), stage="created", round=0, step=0, error=None,
+                rounds=[], timing={})
+    job = create_job(d, data)
+    t0 = time.perf_counter()
+    for ev in generate_samples(job, llm):
+        if type(ev).__name__ in ("StageStarted", "Log"):
+            print(f"  [{name}] {getattr(ev, 'message', '')}", flush=True)
+    job.update(samples_s=round(time.perf_counter() - t0, 1))
+    return d
+
+
+def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: Path) -> dict[str, Any]:
+    from unstar_gui.engine.evaluate.attacks import requantized
+    from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
+    from unstar_gui.engine.jobs import Job
+    from unstar_gui.engine.pipeline import ForgetSettings, _judge, probe_leaks, train_rounds
+
+    base = root / name / "base"
+    d = root / name / variant
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for f in ("job.json", "probes.jsonl", "antisamples.jsonl", "retain.jsonl"):
+        shutil.copy2(base / f, d / f)
+    job = Job(d)
+    settings = ForgetSettings.preset_named("paper", **BENCH_SETTINGS, **VARIANTS[variant])
+    job.update(settings=asdict(settings), method=settings.method, timing={}, rounds=[], placement=None)
+    if llm.lora is not None:
+        llm.detach_lora()
+    t0 = time.perf_counter()
+    for ev in train_rounds(job, llm):
+        if type(ev).__name__ == "Log":
+            print(f"  [{name}/{variant}] {ev.message}", flush=True)
+    job_s = time.perf_counter() - t0
+    data = job.read()
+    last = data["rounds"][-1]
+    counts = last.get("counts", {})
+    judge = _judge(data)
+    probes = [p for p in job.read_rows("probes.jsonl") if p.get("known")]
+    with requantized(llm, 4, 64):
+        said = llm.answer([p["question"] for p in probes], max_tokens=settings.probe_max_tokens)
+    q4_forgotten = sum(not probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
+    held = [p for p, a in zip(probes, said) if p["split"] == "heldout"]
+    q4_held = sum(not probe_leaks(p["style"], a, judge) for p, a in zip(probes, said) if p["split"] == "heldout")
+    neighbours = [tuple(x) for x in fact["heldout_neighbours"]]
+    known = json.loads((root / name / "base_neighbours.json").read_text())
+    kept = ask_known(llm, [n for n, k in zip(neighbours, known) if k], settings.probe_max_tokens)
+    ppl = llm.perplexity(REFERENCE_TEXT.read_text(encoding="utf-8").strip())
+    timing = data.get("timing", {})
+    return {
+        "fact": name, "variant": variant, "settings": VARIANTS[variant], "rounds": len(data["rounds"]),
+        "steps": last.get("steps"), "placement": data.get("placement"), "adapter_scales": data.get("adapter_scales"),
+        "efficacy_heldout": counts.get("efficacy_heldout"), "efficacy_train": counts.get("efficacy_train"),
+        "requant4_all": [q4_forgotten, len(probes)], "requant4_heldout": [q4_held, len(held)],
+        "neighbours_trained": counts.get("retention_neighbours"),
+        "neighbours_heldout": [sum(kept), len(kept)],
+        "general_eval": counts.get("retention_general"),
+        "general_validation": counts.get("retention_general_validation"),
+        "perplexity": round(ppl, 2), "train_s": timing.get("train_s"), "reprobe_s": timing.get("reprobe_s"),
+        "job_s": round(job_s, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--facts", default=",".join(FACTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    ap.add_argument("--table", action="store_true", help="print the Markdown table from the results and exit")
+    args = ap.parse_args()
+    out = Path(args.out)
+    results_path = out / "locality.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": [], "base": {}}
+    if args.table:
+        print(table(results))
+        return
+    os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
+    from unstar_gui.engine.embedded import embedded_gguf_path
+    from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
+    from unstar_gui.engine.importers import import_gguf
+    from unstar_gui.engine.llm import LLM
+    from unstar_gui.engine.store import ModelStore
+
+    store = ModelStore()
+    try:
+        rec = store.resolve("smollm2-135m-instruct")
+    except Exception:
+        rec = import_gguf(store, embedded_gguf_path(), "smollm2-135m-instruct")
+    llm = LLM(rec.path, model_id=rec.id)
+    root = out / "locality-jobs"
+    done = {(r["fact"], r["variant"]) for r in results["runs"]}
+    for name in args.facts.split(","):
+        fact = FACTS[name]
+        t0 = time.perf_counter()
+        base_job(llm, name, fact, root)
+        nb = root / name / "base_neighbours.json"
+        if not nb.exists():
+            nb.write_text(json.dumps(ask_known(llm, [tuple(x) for x in fact["heldout_neighbours"]], 64)))
+        results["base"].setdefault(name, {"samples_s": round(time.perf_counter() - t0, 1),
+                                          "perplexity": round(llm.perplexity(
+                                              REFERENCE_TEXT.read_text(encoding="utf-8").strip()), 2)})
+        for variant in args.variants.split(","):
+            if (name, variant) in done:
+                continue
+            print(f"== {name} / {variant}", flush=True)
+            row = run_variant(llm, name, fact, variant, root)
+            print(json.dumps(row), flush=True)
+            results["runs"].append(row)
+            results_path.parent.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(results, indent=1))
+    print(table(results))
+
+
+def table(results: dict[str, Any]) -> str:
+    head = ("| fact | variant | held-out forgotten | 4-bit: all probes forgotten | neighbours (trained) | "
+            "neighbours (held-out) | general, evaluation split | general, validation | perplexity | train s | "
+            "job s |")
+    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["runs"]:
+        lines.append(f"| {r['fact']} | {r['variant']} | {_share(r['efficacy_heldout'])} | {_share(r['requant4_all'])} | "
+                     f"{_share(r['neighbours_trained'])} | {_share(r['neighbours_heldout'])} | "
+                     f"{_share(r['general_eval'])} | {_share(r['general_validation'])} | {r['perplexity']} | "
+                     f"{r['train_s']} | {r['job_s']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
