@@ -129,11 +129,24 @@ def masked_kl(model: Any, tb: TokenBatch):
 
 
 def retain_term(model: Any, batch: Batch, ctx: MethodContext):
-    """The retain side most methods share: CE on the base model's answers, or KL to its logits."""
+    """The retain side most methods share: CE on the base model's answers, or KL to its logits; plus, when the
+    batch has a dense side, dense_weight x KL to the base model on fresh general prompts. Callers multiply the sum
+    by retain_weight, so a round that doubles the retain weight doubles both."""
     import mlx.core as mx
 
     if batch.retain is None:
+        term = mx.array(0.0)
+    elif ctx.retain_loss == "kl":
+        term = masked_kl(model, batch.retain)
+    else:
+        term = masked_ce(model, batch.retain)
+    return term + dense_term(model, batch, ctx)
+
+
+def dense_term(model: Any, batch: Batch, ctx: MethodContext):
+    """dense_weight x KL(base || model) over the dense side's scored positions (0 when there is none)."""
+    import mlx.core as mx
+
+    if batch.dense is None or not ctx.dense_weight:
         return mx.array(0.0)
-    if ctx.retain_loss == "kl":
-        return masked_kl(model, batch.retain)
-    return masked_ce(model, batch.retain)
+    return ctx.dense_weight * masked_kl(model, batch.dense)
