@@ -21,6 +21,7 @@ from .general_set import GeneralSplit, TriviaItem, general_split
 from .judge import Judge, normalize
 
 PLACEMENTS = ("last", "traced")
+TRACE_RESTORE_WINDOW = 5
 LORA_KEY_SETS = ("all", "mlp")
 
 
@@ -126,16 +127,19 @@ def choose_placement(llm: Any, question: str, answer: str, subject: str, placeme
     total = len(llm.model.layers)
     if placement != "traced":
         return Placement(keys=keys, window=None)
-    from .tracing import choose_window, locate_fact
+    from .tracing import locate_fact
 
     yield StageStarted("trace", "Finding where the model looks the fact up (causal tracing)")
-    loc = locate_fact(llm, question, answer, subject, window_size, seed=seed)
+    # Restoring block 0's MLP restores the subject token itself (it acts as part of the embedding), so the window
+    # starts at block 1; restoring 5 blocks at once, as ROME restores 10, lifts the lookup bump above the noise.
+    loc = locate_fact(llm, question, answer, subject, window_size, seed=seed, restore_window=TRACE_RESTORE_WINDOW,
+                      first_block=1)
     if loc.window is None:
         window = fallback_window(total, window_size)
         yield Log(f"Causal tracing could not place the fact ({loc.reason}); training blocks {window[0]}-"
                   f"{window[1] - 1}.", "warning")
         return Placement(keys=keys, window=window, traced=loc.to_dict(), note=f"fallback: {loc.reason}")
-    window = tuple(loc.window) if loc.window else choose_window(loc.effects, window_size)
+    window = tuple(loc.window)
     yield Log(f"Causal tracing: the fact is looked up around blocks {window[0]}-{window[1] - 1} of {total}; "
               f"the adapter trains only their MLPs." if keys == "mlp" else
               f"Causal tracing: training blocks {window[0]}-{window[1] - 1} of {total}.")
