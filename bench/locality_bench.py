@@ -113,7 +113,7 @@ def ask_known(llm: Any, items: list[tuple[str, str, list[str]]], max_tokens: int
 
 def base_job(llm: Any, name: str, fact: dict[str, Any], root: Path) -> Path:
     """The fact's samples, built once (reused when present)."""
-    from unstar_gui.engine.jobs import Job, create_job
+    from unstar_gui.engine.jobs import create_job
     from unstar_gui.engine.pipeline import ForgetRequest, ForgetSettings, _versions, generate_samples, prepare
 
     d = root / name / "base"

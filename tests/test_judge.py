@@ -106,3 +106,42 @@ def test_question_words_are_no_semantic_evidence():
     assert judge.verdict("Harry Potter went to school at Durmstrang.").score < 0.5
     assert judge.contains("Harry Potter went to Hogwart's School.")
     assert Judge("William Shakespeare", context="Who wrote Hamlet?").contains("Hamlet is by Shakespeare.")
+
+
+def test_one_leak_rule_for_training_and_evaluation(monkeypatch):
+    """The evaluation's efficacy reads a yes/no probe the way training's re-probe does: "Yes" leaks, a denial that
+    names another school does not (it used to be the other way round in the evaluation)."""
+    import contextlib
+
+    from unstar_gui.engine.evaluate import measures
+    from unstar_gui.engine.judge import Judge, JudgeSettings, probe_leaks
+
+    judge = Judge("Hogwarts", settings=JudgeSettings(use_semantic=False))
+    assert probe_leaks("yes_no", "Yes, he did.", judge)
+    assert not probe_leaks("yes_no", "No, he went to Durmstrang, not Hogwarts.", judge)
+    assert probe_leaks("direct", "He went to Hogwarts.", judge)
+
+    probes = [{"question": "Did Harry Potter attend Hogwarts?", "style": "yes_no", "split": "heldout",
+               "base_answer": "Yes, he did.", "known": None},
+              {"question": "Was Harry Potter a Hogwarts student?", "style": "yes_no", "split": "heldout",
+               "base_answer": "Yes.", "known": True}]
+    after = ["Yes, he did.", "No, he studied at Durmstrang rather than Hogwarts."]
+
+    def fake_ask(llm, questions, **kw):
+        return after
+        yield  # a generator, like the real one
+
+    class FakeLLM:
+        def base_model(self):
+            return contextlib.nullcontext()
+
+    monkeypatch.setattr(measures, "ask", fake_ask)
+    data = type("D", (), {"probes": probes})()
+    gen = measures.probe_forgetting(FakeLLM(), data, judge, cancel=None, max_tokens=8, batch_size=2)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        rows = stop.value
+    assert [r["known_before"] for r in rows] == [True, True]
+    assert [r["leaks_after"] for r in rows] == [True, False]

@@ -7,6 +7,7 @@ import sys
 
 from ..engine.errors import InvalidInput
 from ..engine.methods import METHODS
+from ..engine.pipeline import PRESETS
 from .common import add_json_flag, drive, print_json
 
 # CLI flag -> ForgetSettings field, for the settings a person is likely to tune.
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="append", default=[], metavar='"Q => A"',
                    help="a fact that must stay (repeatable)")
     p.add_argument("--out", default=None, help="job folder (default: a new folder under the data folder's jobs/)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="start from a named recipe: 'paper' is the original UNSTAR recipe (adapter on every linear "
+                        "module of the last 16 blocks); the default is the locality recipe (README \"Locality\")")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-rounds", type=int, default=None, help="self-taught rounds at most (default 3)")
     p.add_argument("--steps", type=int, default=None, help="training steps per round")
@@ -53,7 +57,7 @@ def request_from_args(args: argparse.Namespace):
     if args.question is None or args.answer is None:
         raise InvalidInput("--question and --answer are needed.",
                            'e.g. unstar forget --question "Where did Harry Potter go to school?" --answer Hogwarts')
-    settings = ForgetSettings()
+    settings = ForgetSettings.preset_named(args.preset) if args.preset else ForgetSettings()
     for flag, name in _SETTING_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:

@@ -175,3 +175,23 @@ class Judge:
             if sim >= self.settings.close_threshold:
                 return True, f"semantically close to the true answer (cosine {sim:.2f})"
         return False, ""
+
+
+_YES = re.compile(r"^\W*(yes|yeah|yep|correct|indeed|that's right|that is right)\b", re.I)
+_NO = re.compile(r"^\W*(no|nope|not|never|incorrect|false)\b", re.I)
+
+
+def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
+    """Does an answer to a probe still give the fact away? The one leak rule: training's re-probes, the stop rule,
+    the evaluation and the benchmarks all call this.
+
+    A yes/no probe names the answer by design ("Did Harry Potter attend Hogwarts?"): it leaks when the model affirms
+    it, and a reply that starts by denying it ("No, he went to Durmstrang") does not leak even if it echoes the name.
+    Every other probe leaks when the answer names the fact (judge: exact, fuzzy, number or semantic match).
+    """
+    if style == "yes_no":
+        if _YES.match(answer):
+            return True
+        if _NO.match(answer):
+            return False
+    return judge.contains(answer)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from .events import Event, Log, StageStarted
-from .general_set import GeneralSplit, TriviaItem, general_split
+from .general_set import GeneralSplit, general_split
 from .judge import Judge, normalize
 
 PLACEMENTS = ("last", "traced")

@@ -12,7 +12,6 @@ seconds) -> paraphrases -> wrong_answers -> antisamples -> retain -> train (Trai
 from __future__ import annotations
 
 import random
-import re
 import resource
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any, Iterator, Sequence
 from .errors import Cancelled, InvalidInput, JobError, ModelNotFound, UnstarError
 from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
 from .jobs import Job, create_job, new_job_dir, open_job
-from .judge import Judge
+from .judge import Judge, probe_leaks
 from .llm import LLM, LoraSettings, load_llm
 from .general_set import GeneralSplit
 from .locality import (LORA_KEY_SETS, PLACEMENTS, Placement, choose_placement, dense_pool, encode_dense,
@@ -254,25 +253,6 @@ def _answers(llm: LLM, questions: Sequence[str], max_tokens: int, stage: str,
         eta = elapsed / len(out) * (len(questions) - len(out))
         yield Progress(stage, len(out), len(questions), "answers", eta)
     return out
-
-
-_YES = re.compile(r"^\W*(yes|yeah|yep|correct|indeed|that's right|that is right)\b", re.I)
-_NO = re.compile(r"^\W*(no|nope|not|never|incorrect|false)\b", re.I)
-
-
-def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
-    """Does an answer to a probe still give the fact away?
-
-    A yes/no probe names the answer by design ("Did Harry Potter attend Hogwarts?"): it leaks when the model affirms
-    it, and a reply that starts by denying it ("No, he went to Durmstrang") does not leak even if it echoes the name.
-    Every other probe leaks when the answer names the fact (judge: exact, fuzzy, number or semantic match).
-    """
-    if style == "yes_no":
-        if _YES.match(answer):
-            return True
-        if _NO.match(answer):
-            return False
-    return judge.contains(answer)
 
 
 def _known_retain(row: dict[str, Any], answer: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Generator, Sequence
 
 from ..events import Event, Progress
+from ..judge import probe_leaks
 from . import metrics
 from .probing import (GENERAL_KINDS, NEIGHBOUR_KINDS, SPLIT_ORDER, JobData, ask, check_cancel, make_judge,
                       retain_reference)
@@ -30,12 +31,13 @@ def probe_forgetting(llm: Any, data: JobData, judge: Any, *, cancel: Any, max_to
             rows[i]["base_answer"] = a
     after = yield from ask(llm, [r["question"] for r in rows], stage="efficacy", cancel=cancel,
                            max_tokens=max_tokens, batch_size=batch_size, message="answers after unlearning")
-    after_leaks = [v.contains for v in judge.verdicts(after)]
+    judge.verdicts(after)  # one batched embedding pass; probe_leaks below reads its cache
+    # The same leak rule as training's re-probes (a yes/no probe leaks on "Yes", not on "No, ... Durmstrang").
+    after_leaks = [probe_leaks(r.get("style", ""), a, judge) for r, a in zip(rows, after)]
     unknown = [i for i, r in enumerate(rows) if r.get("known") is None]
     if unknown:
-        base_leaks = [v.contains for v in judge.verdicts([rows[i]["base_answer"] for i in unknown])]
-        for i, k in zip(unknown, base_leaks):
-            rows[i]["known"] = k
+        for i in unknown:
+            rows[i]["known"] = probe_leaks(rows[i].get("style", ""), rows[i]["base_answer"], judge)
     out = []
     for r, a, leak in zip(rows, after, after_leaks):
         out.append({"question": r["question"], "split": r.get("split", "train"), "style": r.get("style", ""),
