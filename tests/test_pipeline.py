@@ -347,3 +347,21 @@ def test_yes_no_probes_leak_when_affirmed_not_when_denied():
     assert probe_leaks("yes_no", "Harry Potter attended Hogwarts.", judge)
     assert probe_leaks("direct", "No, it was Hogwarts.", judge)  # other styles: naming it is a leak
     assert not probe_leaks("direct", "He went to Durmstrang.", judge)
+
+
+def test_settings_must_be_finite_and_in_range(tiny_model):
+    for bad in (dict(learning_rate=float("inf")), dict(retain_weight=float("nan")), dict(rationale_weight=2.0),
+                dict(placement="everywhere"), dict(lora_keys="qkv"), dict(null_space_eps=1.0),
+                dict(dense_weight=-1.0)):
+        with pytest.raises(InvalidInput, match="Invalid settings"):
+            prepare(ForgetRequest(question=QUESTION, answer="Hogwarts", model="tiny",
+                                  settings=ForgetSettings(**bad)))
+
+
+def test_presets_are_named_settings():
+    paper = ForgetSettings.preset_named("paper")
+    assert paper.preset == "paper" and paper.placement == "last" and paper.lora_keys == "all"
+    assert paper.num_layers == 16 and paper.rationale_weight == 1.0 and paper.null_space_eps == 0.0
+    assert ForgetSettings.preset_named("paper", seed=3).seed == 3
+    with pytest.raises(InvalidInput, match="Unknown preset"):
+        ForgetSettings.preset_named("nope")

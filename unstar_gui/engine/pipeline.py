@@ -136,7 +136,12 @@ def parse_keep(text: str) -> tuple[str, str]:
 
 # validation ----------------------------------------------------------------------------------------------------------
 def _check_settings(s: ForgetSettings) -> None:
+    import math
+
     problems = []
+    for name, value in asdict(s).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{name} must be a finite number (got {value})")
     for name in ("rank", "max_rounds", "steps_per_round", "batch_size", "max_seq_len", "n_paraphrases",
                  "n_wrong_answers", "checkpoint_every", "probe_max_tokens"):
         if getattr(s, name) < 1:

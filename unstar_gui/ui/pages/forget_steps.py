@@ -221,6 +221,8 @@ class FactStep(Step):
         self.current_answer.setWordWrap(True)
         self.current_answer.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.current_answer.setObjectName("answerBox")
+        # Always rich text: an escaped answer without tags ("cat&#x27;s") would otherwise be shown as typed.
+        self.current_answer.setTextFormat(Qt.TextFormat.RichText)
         self.current_answer.setMinimumHeight(60)
         self.current_answer.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.known = QLabel("")
@@ -298,7 +300,7 @@ class FactStep(Step):
                                    "uses as an alias, rephrase the question, or tick the box below.")
 
         def failed(info: ErrorInfo) -> None:
-            self.current_answer.setText(f"<i>Could not ask the model: {info.message}</i>")
+            self.current_answer.setText(f"<i>Could not ask the model: {html.escape(info.message)}</i>")
 
         def done() -> None:
             self.preview = None
