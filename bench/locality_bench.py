@@ -94,8 +94,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
               "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
     "local_no_ns": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "rationale_weight": 0.0,
                     "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
+    "local_undial": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "method": "undial",
+                     "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
 }
-BENCH_SETTINGS = {"attacks": "none", "max_rounds": 2}  # two rounds at most per variant, to bound the run
+BENCH_SETTINGS = {"attacks": "none", "max_rounds": 1}  # one round per variant: the same budget for each
 
 
 def _share(pair: Any) -> str:
@@ -109,6 +111,29 @@ def ask_known(llm: Any, items: list[tuple[str, str, list[str]]], max_tokens: int
 
     answers = llm.answer([q for q, _, _ in items], max_tokens=max_tokens) if items else []
     return [Judge(ref, tuple(al)).contains(a) for (q, ref, al), a in zip(items, answers)]
+
+
+def general_counts(job_dir: Path) -> dict[str, list[int]]:
+    """[kept, known] on the validation and evaluation splits, judged from the answers the job recorded with the
+    job's own rule (judge.known_retain), base and after alike."""
+    from unstar_gui.engine.judge import known_retain
+
+    rows = {}
+    for line in (job_dir / "retain.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows[r["question"]] = r
+    metrics = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in metrics if m.get("event") == "ProbeResult"][-1]
+    out = {"general_eval": [0, 0], "general_validation": [0, 0]}
+    for a in last["answers"]:
+        row = rows.get(a["question"])
+        if a["kind"] != "general" or row is None or row.get("split") not in ("heldout", "validation"):
+            continue
+        key = "general_eval" if row["split"] == "heldout" else "general_validation"
+        if known_retain(row, row["base_answer"]):
+            out[key][1] += 1
+            out[key][0] += int(known_retain(row, a["answer"]))
+    return out
 
 
 def base_job(llm: Any, name: str, fact: dict[str, Any], root: Path) -> Path:
@@ -178,8 +203,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
         "requant4_all": [q4_forgotten, len(probes)], "requant4_heldout": [q4_held, len(held)],
         "neighbours_trained": counts.get("retention_neighbours"),
         "neighbours_heldout": [sum(kept), len(kept)],
-        "general_eval": counts.get("retention_general"),
-        "general_validation": counts.get("retention_general_validation"),
+        **general_counts(d),
         "perplexity": round(ppl, 2), "train_s": timing.get("train_s"), "reprobe_s": timing.get("reprobe_s"),
         "job_s": round(job_s, 1),
     }
@@ -191,11 +215,17 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--table", action="store_true", help="print the Markdown table from the results and exit")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="re-count the general splits of finished runs from their recorded answers, then print")
     args = ap.parse_args()
     out = Path(args.out)
     results_path = out / "locality.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": [], "base": {}}
-    if args.table:
+    if args.rejudge:  # re-count the general splits of finished runs from their recorded answers (no model)
+        for r in results["runs"]:
+            r.update(general_counts(out / "locality-jobs" / r["fact"] / r["variant"]))
+        results_path.write_text(json.dumps(results, indent=1))
+    if args.table or args.rejudge:
         print(table(results))
         return
     os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))

@@ -195,3 +195,19 @@ def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
         if _NO.match(answer):
             return False
     return judge.contains(answer)
+
+
+def known_retain(row: dict, answer: str, semantic: bool = True) -> bool:
+    """Does an answer to a retain question (a retain.jsonl row) give its reference answer or an alias? The one rule
+    for retention: the job's re-probes, its stop rule, the evaluation and the benchmarks all call this.
+
+    A trivia question is judged on the answer's first sentence: a 135M model that says "The planet closest to the
+    Sun is Venus, but it's actually Earth's twin" to "Which planet is third from the Sun?" did not answer "Earth", and
+    counting such incidental mentions as knowledge made the general measure flip on noise."""
+    from .antisamples import first_sentences
+
+    reference = str(row.get("reference") or row.get("target") or "").strip()
+    aliases = tuple(str(a) for a in (row.get("aliases") or []) if str(a).strip())
+    if str((row.get("provenance") or {}).get("source")) == "trivia":
+        answer = first_sentences(answer, 1, 40)
+    return bool(reference) and Judge(reference, aliases, JudgeSettings(use_semantic=semantic)).contains(answer)

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 from .errors import Cancelled, InvalidInput, JobError, ModelNotFound, UnstarError
 from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
 from .jobs import Job, create_job, new_job_dir, open_job
-from .judge import Judge, probe_leaks
+from .judge import Judge, known_retain, probe_leaks
 from .llm import LLM, LoraSettings, load_llm
 from .general_set import GeneralSplit
 from .locality import (LORA_KEY_SETS, PLACEMENTS, Placement, choose_placement, dense_pool, encode_dense,
@@ -260,12 +260,6 @@ def _answers(llm: LLM, questions: Sequence[str], max_tokens: int, stage: str,
     return out
 
 
-def _known_retain(row: dict[str, Any], answer: str) -> bool:
-    reference = (row.get("reference") or row.get("target") or "").strip()
-    aliases = tuple(str(a) for a in (row.get("aliases") or []) if str(a).strip())
-    return bool(reference) and Judge(reference, aliases).contains(answer)
-
-
 def _share(flags: Sequence[bool], empty: float = 1.0) -> float:
     return sum(flags) / len(flags) if flags else empty
 
@@ -361,18 +355,18 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     base_answers = {i: a for i, a in zip(ask, asked)}
     for i, a in base_answers.items():
         trimmed = trim_answer(a)
-        if trimmed and _known_retain(rows[i], a):
+        if trimmed and known_retain(rows[i], a):
             rows[i]["target"] = trimmed
     for i, r in enumerate(rows):
         r["base_answer"] = base_answers.get(i, r["target"])
-        r["known"] = _known_retain(r, r["base_answer"])
+        r["known"] = known_retain(r, r["base_answer"])
         r["split"] = "train"
     yield StageStarted("general", "Asking the general questions that measure what else the model knows")
     checks = _general_checks(judge, subject, s.n_general_eval, [k[0] for k in data.get("keep", [])])
     said = yield from _answers(llm, [c["question"] for c in checks], s.general_max_tokens, "general", cancel)
     for c, a in zip(checks, said):
         c["base_answer"] = a
-        c["known"] = _known_retain(c, a)
+        c["known"] = known_retain(c, a)
     rows += [c for c in checks if c["known"]]
     job.write_rows("retain.jsonl", rows)
     yield SamplesReady("retain", len(rows))
@@ -653,7 +647,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
         rows.append({"question": p["question"], "split": p["split"], "kind": "probe", "style": p["style"], "answer": a,
                      "known_before": p["known"], "leaks_after": leak})
     for row, a in zip(retain, answers[len(probes):]):
-        kept = _known_retain(row, a)
+        kept = known_retain(row, a)
         rows.append({"question": row["question"], "split": row.get("split", "train"), "kind": row["kind"],
                      "answer": a, "known_before": row["known"], "kept_after": kept})
 

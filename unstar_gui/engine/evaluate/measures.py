@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Generator, Sequence
 
 from ..events import Event, Progress
-from ..judge import probe_leaks
+from ..judge import known_retain, probe_leaks
 from . import metrics
-from .probing import (GENERAL_KINDS, NEIGHBOUR_KINDS, SPLIT_ORDER, JobData, ask, check_cancel, make_judge,
+from .probing import (GENERAL_KINDS, NEIGHBOUR_KINDS, SPLIT_ORDER, JobData, ask, check_cancel,
                       retain_reference)
 
 REFERENCE_TEXT = Path(__file__).resolve().parents[3] / "resources" / "data" / "reference_text.txt"
@@ -75,8 +75,8 @@ def probe_retention(llm: Any, data: JobData, *, cancel: Any, max_tokens: int, ba
                            max_tokens=max_tokens, batch_size=batch_size, message="retain answers after")
     out = []
     for r, a in zip(rows, after):
-        judge = make_judge(retain_reference(r), semantic=semantic)
-        before_ok, after_ok = (v.contains for v in judge.verdicts([r["base_answer"], a]))
+        # the job's own retention rule (aliases; trivia judged on the first sentence)
+        before_ok, after_ok = (known_retain(r, text, semantic=semantic) for text in (r["base_answer"], a))
         out.append({"question": r["question"], "kind": r.get("kind", "general"), "reference": retain_reference(r),
                     "before": r["base_answer"], "after": a, "known_before": before_ok, "correct_after": after_ok})
     return out
