@@ -199,6 +199,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     return {
         "fact": name, "variant": variant, "settings": VARIANTS[variant], "rounds": len(data["rounds"]),
         "steps": last.get("steps"), "placement": data.get("placement"), "adapter_scales": data.get("adapter_scales"),
+        "early_stops": data.get("early_stops"),
         "efficacy_heldout": counts.get("efficacy_heldout"), "efficacy_train": counts.get("efficacy_train"),
         "requant4_all": [q4_forgotten, len(probes)], "requant4_heldout": [q4_held, len(held)],
         "neighbours_trained": counts.get("retention_neighbours"),

@@ -196,7 +196,7 @@ def test_job_with_every_locality_lever(tiny_model, tmp_path):
     assert data["placement"]["keys"] == "mlp" and len(data["placement"]["window"]) == 2
     lo, hi = data["placement"]["window"]
     assert hi - lo == 1
-    assert data["adapter_scales"] and data["adapter_scales"][0]["factor"] in (0.25, 0.5, 0.75, 1.0)
+    assert data["adapter_scales"] and 0 < data["adapter_scales"][0]["factor"] <= 1.0
     cfg = json.loads((job.adapters_dir / "adapter_config.json").read_text())
     assert cfg["trained_blocks"] == [lo, hi] and cfg["lora_parameters"]["keys"] == list(MLP_KEYS)
     assert math.isclose(cfg["lora_parameters"]["scale"], 20.0 * data["adapter_scales"][-1]["factor"])

@@ -518,7 +518,8 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                 # Fitting wrong answers past the point of forgetting is what spreads to other facts (Gekhman et al.
                 # arXiv 2405.05904): stop there. The checkpoint marks the round as trained, so a resume moves on.
                 trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round, {"early_stop_step": stopped_at})
-                job.update(round=r, step=s.steps_per_round)
+                stops = list(job.read().get("early_stops") or []) + [{"round": r, "step": stopped_at}]
+                job.update(round=r, step=s.steps_per_round, early_stops=stops)
                 yield Log(f"Every trained probe is forgotten after {stopped_at} steps: round {r} stops early.")
             step = s.steps_per_round
         if len(rounds) <= r:
@@ -597,27 +598,27 @@ def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: Can
     return not any(probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
 
 
-SCALE_STEPS = (0.5, 0.25, 0.75)  # a binary search over quarters: at most two checks
+SCALE_SEARCH_STEPS = 3  # bisection over (0, 1]: a resolution of 1/8 in three checks
+SCALE_MARGIN = 1 / 8  # one step above the edge: the held-out wordings and re-quantization need some slack
 
 
 def _sweep_adapter_scale(job: Job, llm: LLM, s: ForgetSettings, r: int, cancel: CancelToken) -> Iterator[Event]:
-    """Keep the smallest adapter scale (in quarters) at which every trained probe is still forgotten: the least
-    change that does the job. Written into the adapter (adapter_config.json's scale), so plain mlx-lm matches."""
+    """Keep the smallest adapter scale (bisection to 1/8, plus one step of margin) at which every trained probe is
+    still forgotten: the least change that does the job. Written into the adapter (adapter_config.json's scale), so
+    plain mlx-lm matches."""
     yield StageStarted("scale", "Finding the smallest adapter strength that still forgets", round=r)
-    best = 1.0
-    with llm.adapter_scale(SCALE_STEPS[0]):
-        half = yield from _trained_probes_forgotten(job, llm, s, cancel)
-    trial = SCALE_STEPS[1] if half else SCALE_STEPS[2]
-    if half:
-        best = SCALE_STEPS[0]
-    with llm.adapter_scale(trial):
-        if (yield from _trained_probes_forgotten(job, llm, s, cancel)):
-            best = trial
+    lo, hi = 0.0, 1.0  # hi always forgets (the trained adapter, by the round's own stop rule or as the fallback)
+    for _ in range(SCALE_SEARCH_STEPS):
+        mid = (lo + hi) / 2
+        with llm.adapter_scale(mid):
+            forgets = yield from _trained_probes_forgotten(job, llm, s, cancel)
+        lo, hi = (lo, mid) if forgets else (mid, hi)
+    best = min(1.0, hi + SCALE_MARGIN)
     if best < 1.0:
         llm.scale_adapter(best)
-    scales = list(job.read().get("adapter_scales") or []) + [{"round": r, "factor": best}]
+    scales = list(job.read().get("adapter_scales") or []) + [{"round": r, "factor": best, "edge": hi}]
     job.update(adapter_scales=scales)
-    yield Log(f"Adapter strength x{best:g} still forgets every trained probe." if best < 1.0
+    yield Log(f"Adapter strength x{best:g} (the edge x{hi:g} plus a margin) forgets every trained probe." if best < 1
               else "The adapter needs its full strength to forget every trained probe.")
 
 
