@@ -111,8 +111,13 @@ def _record_inputs(llm, batches, targets):
 
 
 def _batches(llm, questions, size=8):
+    """The corpus positions build_null_space counts: each prompt from where its own words start (the chat prefix
+    every prompt shares is left out of the covariance, see nullspace._sequences)."""
+    from unstar_gui.engine.locality import prompt_body_start
+
+    start = prompt_body_start(llm)
     seqs = [llm.chat_tokens(q) for q in questions]
-    return [pad_batch(seqs[i:i + size], [0] * len(seqs[i:i + size])) for i in range(0, len(seqs), size)]
+    return [pad_batch(seqs[i:i + size], [start] * len(seqs[i:i + size])) for i in range(0, len(seqs), size)]
 
 
 def _masked_logits(llm, batches):

@@ -348,6 +348,8 @@ def build_null_space(llm: Any, prompts: Sequence[str], texts: Sequence[str], tar
             covs = collect_covariances(llm.model, batches, targets)
     else:
         covs = collect_covariances(llm.model, batches, targets)
+    # The cache stores float32: build from the same rounding, so a cached and a fresh build give identical projectors.
+    covs = {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in covs.items()}
     if cache_path is not None:
         _write_cache(cache_path, covs, n_tokens)
     return NullSpace.from_covariances(covs, eps, n_tokens)
