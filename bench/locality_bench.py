@@ -94,6 +94,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
               "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
     "local_no_ns": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "rationale_weight": 0.0,
                     "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
+    "ns_early_scale": {"null_space_eps": 0.02, "early_stop_every": 5, "scale_sweep": True},
+    "ns_early_scale_ao": {"null_space_eps": 0.02, "early_stop_every": 5, "scale_sweep": True,
+                          "rationale_weight": 0.0},
+    "ns_early_scale_nb": {"null_space_eps": 0.02, "early_stop_every": 5, "scale_sweep": True},  # neighbour-aware stop
     "local_undial": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "method": "undial",
                      "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
 }
@@ -267,15 +271,22 @@ def main() -> None:
 
 
 def table(results: dict[str, Any]) -> str:
-    head = ("| fact | variant | held-out forgotten | 4-bit: all probes forgotten | neighbours (trained) | "
-            "neighbours (held-out) | general, evaluation split | general, validation | perplexity | train s | "
-            "job s |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """One row per (fact, variant): shares as hits/items (%), the items being those the base model got right."""
+    head = ("| fact | variant | trained steps (scale) | held-out forgotten | 4-bit: forgotten (held-out) | "
+            "neighbours, trained | neighbours, held-out | general, validation | **general, evaluation** | "
+            "perplexity | train + probe s |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["runs"]:
-        lines.append(f"| {r['fact']} | {r['variant']} | {_share(r['efficacy_heldout'])} | {_share(r['requant4_all'])} | "
+        stops = r.get("early_stops") or []
+        steps = stops[-1]["step"] if stops else r.get("steps")
+        scales = r.get("adapter_scales") or []
+        scale = f" (x{scales[-1]['factor']:g})" if scales else ""
+        q4 = f"{_share(r['requant4_all'])} ({_share(r['requant4_heldout']).split(' ')[0]})"
+        secs = round((r.get("train_s") or 0) + (r.get("reprobe_s") or 0))
+        lines.append(f"| {r['fact']} | {r['variant']} | {steps}{scale} | {_share(r['efficacy_heldout'])} | {q4} | "
                      f"{_share(r['neighbours_trained'])} | {_share(r['neighbours_heldout'])} | "
-                     f"{_share(r['general_eval'])} | {_share(r['general_validation'])} | {r['perplexity']} | "
-                     f"{r['train_s']} | {r['job_s']} |")
+                     f"{_share(r['general_validation'])} | **{_share(r['general_eval'])}** | {r['perplexity']} | "
+                     f"{secs} |")
     return "\n".join(lines)
 
 

@@ -508,7 +508,8 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                     yield ev
                     if (isinstance(ev, TrainStep) and s.early_stop_every and ev.step < s.steps_per_round
                             and ev.step % s.early_stop_every == 0):
-                        if (yield from _trained_probes_forgotten(job, llm, s, cancel)):
+                        if ((yield from _trained_probes_forgotten(job, llm, s, cancel))
+                                and (yield from _neighbours_hold(job, llm, s, cancel))):
                             stopped_at = ev.step
                             break
             finally:
@@ -596,6 +597,18 @@ def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: Can
         return True
     said = yield from _answers(llm, [p["question"] for p in probes], s.probe_max_tokens, "check", cancel)
     return not any(probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
+
+
+def _neighbours_hold(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
+    """Are the trained neighbour and keep-facts the base model knew still answered right (min_retention of them)?
+    An early stop must not come before the retain term has put them back: stopping on forgetting alone kept 3 of 9
+    Hogwarts neighbours (README "Locality")."""
+    rows = [r for r in job.read_rows("retain.jsonl")
+            if r.get("kind") in RETAIN_KINDS_NEIGHBOUR and r.get("known") and r.get("split", "train") == "train"]
+    if not rows:
+        return True
+    said = yield from _answers(llm, [r["question"] for r in rows], s.probe_max_tokens, "check", cancel)
+    return _share([known_retain(r, a) for r, a in zip(rows, said)]) >= s.min_retention
 
 
 SCALE_SEARCH_STEPS = 3  # bisection over (0, 1]: a resolution of 1/8 in three checks
