@@ -91,7 +91,7 @@ def fast() -> CompareSettings:
     forget = ForgetSettings(rank=4, num_layers=2, steps_per_round=3, max_rounds=1, batch_size=2,
                             retain_batch_size=2, max_seq_len=64, n_paraphrases=4, n_wrong_answers=2,
                             n_neighbours=2, n_general=4, n_general_eval=4, probe_max_tokens=8,
-                            learning_rate=1e-3)
+                            learning_rate=1e-3, early_stop_every=0, scale_sweep=False)
     evaluation = EvalSettings(max_tokens=8, semantic_judge=False, max_attack_probes=3,
                               attack=AttackSettings(max_tokens=8, relearn_steps=2, relearn_batch_size=2,
                                                     quant_variants=((8, 64), (4, 64), (4, 32))))

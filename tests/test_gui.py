@@ -31,7 +31,8 @@ WAIT_MS = 240_000  # the machines are shared and slow; a real hang still fails
 SAMPLES_WAIT_MS = 1_200_000  # writing anti-samples + retain set: minutes on a loaded 2-core machine
 SCREENS = Path(__file__).parent / "_artifacts" / "screens"
 SMALL_JOB = dict(n_paraphrases=4, n_wrong_answers=2, n_neighbours=2, n_general=4, n_general_eval=4,
-                 probe_max_tokens=12, batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2)
+                 probe_max_tokens=12, batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2,
+                 early_stop_every=0, scale_sweep=False)
 
 
 # helpers ---------------------------------------------------------------------------------------------------------------
@@ -414,3 +415,21 @@ def test_ui_never_imports_mlx_on_the_gui_thread():
             "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_training_form_recipe_switches_between_default_and_paper(qtbot):
+    from unstar_gui.engine.pipeline import PRESETS, ForgetSettings
+    from unstar_gui.ui.pages.common import TrainingForm
+
+    form = TrainingForm("Training")
+    qtbot.addWidget(form)
+    form.set_values({"rank": 4, "preset": "paper"})
+    values = form.values()
+    assert values["preset"] == "paper" and values["rank"] == 4
+    assert all(values[k] == v for k, v in PRESETS["paper"].items() if k != "num_layers")
+    form.set_values({"preset": ""})
+    values = form.values()
+    defaults = ForgetSettings()
+    assert values["preset"] == "" and values["null_space_eps"] == defaults.null_space_eps
+    assert values["scale_sweep"] == defaults.scale_sweep
+    ForgetSettings(**values)  # a form's values always make valid settings

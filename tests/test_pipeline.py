@@ -29,7 +29,7 @@ def tiny_settings(**kw) -> ForgetSettings:
     base = dict(rank=4, num_layers=2, learning_rate=1e-3, max_rounds=1, steps_per_round=4, batch_size=2,
                 retain_batch_size=2, max_seq_len=64, n_paraphrases=4, n_wrong_answers=3, n_neighbours=2,
                 n_general=4, n_general_eval=4, probe_max_tokens=8, checkpoint_every=2, seed=0,
-                attacks="none")
+                attacks="none", early_stop_every=0, scale_sweep=False)  # these tests count steps and rounds
     base.update(kw)
     return ForgetSettings(**base)
 

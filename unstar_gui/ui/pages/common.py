@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QSpinBox, QVBoxLayout,
+                               QWidget)
 
 
 class PageHeader(QWidget):
@@ -67,6 +68,9 @@ TRAINING_LABELS = {"max_rounds": "Rounds (train, re-probe, regenerate):",
                    "num_layers": "Layers with adapters:", "learning_rate": "Learning rate:", "seed": "Seed:"}
 
 
+RECIPES = (("", "Forget the fact, keep the rest (default)"), ("paper", "Original UNSTAR recipe (paper)"))
+
+
 class TrainingForm(QGroupBox):
     """The training settings a person may change (ForgetSettings names), in the wizard and in Settings."""
 
@@ -83,17 +87,37 @@ class TrainingForm(QGroupBox):
         self.fields["learning_rate"] = lr
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        # The recipe: the default keeps general knowledge (README "Locality"); the paper's recipe stays one click
+        # away so its results can be reproduced.
+        self.recipe = QComboBox()
+        for key, text in RECIPES:
+            self.recipe.addItem(text, key)
+        self.recipe.setToolTip("How the adapter is trained. The default keeps more of what the model knows besides "
+                               "the fact; the original UNSTAR recipe is kept to reproduce the paper's method.")
+        form.addRow("Recipe:", self.recipe)
         for key, label in TRAINING_LABELS.items():
             self.fields[key].setMinimumWidth(140)
             form.addRow(label, self.fields[key])
 
     def values(self) -> dict[str, Any]:
-        return {key: box.value() for key, box in self.fields.items()}
+        from ...engine.pipeline import PRESETS, ForgetSettings
+
+        out: dict[str, Any] = {key: box.value() for key, box in self.fields.items()}
+        preset = self.recipe.currentData() or ""
+        recipe_keys = set().union(*PRESETS.values())
+        defaults = ForgetSettings()
+        out.update({k: getattr(defaults, k) for k in recipe_keys if k not in self.fields})
+        if preset:
+            out.update({k: v for k, v in PRESETS[preset].items() if k not in self.fields})
+        out["preset"] = preset
+        return out
 
     def set_values(self, values: dict[str, Any]) -> None:
         for key, box in self.fields.items():
             if key in values:
                 box.setValue(values[key])
+        index = self.recipe.findData(values.get("preset") or "")
+        self.recipe.setCurrentIndex(max(index, 0))
 
 
 def _int_box(lo: int, hi: int) -> QSpinBox:
