@@ -101,6 +101,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "local_undial": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "method": "undial",
                      "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
 }
+def _default_variant() -> dict[str, Any]:
+    """The job's default recipe, as overrides of the paper preset (what `unstar forget` runs without flags)."""
+    from unstar_gui.engine.pipeline import PRESETS, ForgetSettings
+
+    defaults = ForgetSettings()
+    return {k: getattr(defaults, k) for k in PRESETS["paper"]}
+
+
+VARIANTS["default"] = {}  # filled from ForgetSettings at run time (main)
 BENCH_SETTINGS = {"attacks": "none", "max_rounds": 1}  # one round per variant: the same budget for each
 
 
@@ -246,6 +255,7 @@ def main() -> None:
     except Exception:
         rec = import_gguf(store, embedded_gguf_path(), "smollm2-135m-instruct")
     llm = LLM(rec.path, model_id=rec.id)
+    VARIANTS["default"] = _default_variant()
     root = out / "locality-jobs"
     done = {(r["fact"], r["variant"]) for r in results["runs"]}
     for name in args.facts.split(","):

@@ -248,3 +248,17 @@ def test_cache_reused_and_corrupt_cache_rebuilt(lora_llm, monkeypatch, tmp_path)
             assert np.allclose(np.array(rebuilt.projectors[t]), np.array(first.projectors[t]), atol=1e-5)
         with np.load(files[0]) as z:  # rewritten, readable
             assert set(targets) <= set(z.files)
+
+
+def test_extra_prompts_add_to_the_cached_corpus(lora_llm, tmp_path):
+    """A job's own questions are measured fresh and added to the cached generic corpus, token-weighted: the same
+    covariance (so the same projectors) as measuring everything at once."""
+    llm = lora_llm
+    targets = ns.target_paths(llm.model, [0, 1], KEYS)
+    generic, own = _questions(16), _questions(20)[16:]
+    together = ns.build_null_space(llm, generic + own, [], targets, 0.05, cache_dir=None)
+    split = ns.build_null_space(llm, generic, [], targets, 0.05, cache_dir=tmp_path, extra_prompts=own)
+    assert split.n_tokens == together.n_tokens
+    for t in targets:
+        assert np.allclose(np.array(split.projectors[t]), np.array(together.projectors[t]), atol=1e-4)
+    assert len(list(tmp_path.glob("*.npz"))) == 1  # only the generic corpus is cached

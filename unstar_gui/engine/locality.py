@@ -42,9 +42,9 @@ def trivia_rows(split: GeneralSplit, judge: Judge, subject: str) -> list[dict[st
             for t in general_split(split) if unrelated(judge, subject, t.question, t.answer, t.aliases)]
 
 
-def dense_pool(judge: Judge, subject: str) -> list[tuple[str, str]]:
-    """(question, answer) pairs for the dense KL term: the trivia training pool and the bundled TOFU questions,
-    minus anything about the fact. Never the validation or evaluation split."""
+def general_corpus() -> list[tuple[str, str]]:
+    """(question, answer) pairs of the general training pool: the trivia training split and the bundled TOFU
+    questions, deduplicated. Never the validation or evaluation split."""
     from .antisamples import tofu_rows
 
     rows = [(t.question, t.answer) for t in general_split(GeneralSplit.TRAIN)]
@@ -53,10 +53,15 @@ def dense_pool(judge: Judge, subject: str) -> list[tuple[str, str]]:
     out = []
     for q, a in rows:
         key = normalize(q)
-        if q and a and key not in seen and unrelated(judge, subject, q, a):
+        if q and a and key not in seen:
             seen.add(key)
             out.append((q, a))
     return out
+
+
+def dense_pool(judge: Judge, subject: str) -> list[tuple[str, str]]:
+    """The general training pool minus anything about the fact: the dense KL term's prompts."""
+    return [(q, a) for q, a in general_corpus() if unrelated(judge, subject, q, a)]
 
 
 def prompt_body_start(llm: Any) -> int:

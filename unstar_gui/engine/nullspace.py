@@ -316,23 +316,40 @@ def _sequences(llm: Any, prompts: Sequence[str], texts: Sequence[str], max_len: 
 
 
 def build_null_space(llm: Any, prompts: Sequence[str], texts: Sequence[str], targets: Sequence[str], eps: float,
-                     cache_dir: Path | None, batch_size: int = 8, max_len: int = 128) -> NullSpace:
+                     cache_dir: Path | None, batch_size: int = 8, max_len: int = 128,
+                     extra_prompts: Sequence[str] = ()) -> NullSpace:
     """Measure the base model's input covariances at `targets` on the corpus (or read them from the cache) and
     build the eps null-space projectors.
 
     `prompts` are questions (chat template, generation prompt, no answer), `texts` plain generic text (long texts
-    are cut into `max_len`-token windows). With `cache_dir` None nothing is cached.
+    are cut into `max_len`-token windows). With `cache_dir` None nothing is cached. `extra_prompts` (a job's own
+    neighbour and keep questions) are measured fresh every time and added to the cached corpus: covariances are
+    token-weighted sums, so only the small per-job part costs anything after the first job on a model.
     """
-    from .llm import pad_batch
-
     targets = list(dict.fromkeys(targets))
     cache_path = None
+    cached = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"{_cache_key(llm, targets, prompts, texts, max_len)}.npz"
         cached = _read_cache(cache_path, targets)
-        if cached is not None:
-            covs, n_tokens = cached
-            return NullSpace.from_covariances(covs, eps, n_tokens)
+    if cached is not None:
+        covs, n_tokens = cached
+    else:
+        covs, n_tokens = _measure(llm, prompts, texts, targets, batch_size, max_len)
+        if cache_path is not None:
+            _write_cache(cache_path, covs, n_tokens)
+    if extra_prompts:
+        more, n_more = _measure(llm, extra_prompts, (), targets, batch_size, max_len)
+        if n_more:
+            covs = {k: (covs[k] * n_tokens + more[k] * n_more) / (n_tokens + n_more) for k in covs}
+            n_tokens += n_more
+    return NullSpace.from_covariances(covs, eps, n_tokens)
+
+
+def _measure(llm: Any, prompts: Sequence[str], texts: Sequence[str], targets: Sequence[str], batch_size: int,
+             max_len: int) -> tuple[dict[str, np.ndarray], int]:
+    """Covariances (rounded through float32, as the cache stores them) and the number of tokens counted."""
+    from .llm import pad_batch
 
     seqs = sorted(_sequences(llm, prompts, texts, max_len), key=lambda x: len(x[0]))  # less padding
     if not seqs:
@@ -349,7 +366,4 @@ def build_null_space(llm: Any, prompts: Sequence[str], texts: Sequence[str], tar
     else:
         covs = collect_covariances(llm.model, batches, targets)
     # The cache stores float32: build from the same rounding, so a cached and a fresh build give identical projectors.
-    covs = {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in covs.items()}
-    if cache_path is not None:
-        _write_cache(cache_path, covs, n_tokens)
-    return NullSpace.from_covariances(covs, eps, n_tokens)
+    return {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in covs.items()}, n_tokens

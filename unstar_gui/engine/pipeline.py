@@ -73,10 +73,12 @@ class ForgetSettings:
     placement: str = "last"  # "last": the last num_layers blocks; "traced": num_layers blocks found by causal tracing
     rationale_weight: float = 1.0  # loss weight of the invented rationale next to the wrong answer (0 = left out)
     undial_beta: float = 10.0  # method "undial": how far the true answer's logits are pushed down
-    null_space_eps: float = 0.0  # > 0: lora_a kept in the input directions holding at most eps of generic inputs
+    # The default recipe (chosen on the validation split, README "Locality"): the null-space constraint and the
+    # early stop; the other levers are off by default because they cost neighbours or 4-bit robustness there.
+    null_space_eps: float = 0.02  # > 0: lora_a kept in the input directions holding at most eps of generic inputs
     dense_weight: float = 0.0  # > 0: KL to the base model on fresh general prompts every step (x retain weight)
     dense_batch_size: int = 8
-    early_stop_every: int = 0  # > 0: check the trained probes every N steps and stop once all are forgotten
+    early_stop_every: int = 5  # > 0: every N steps, stop once the trained probes are forgotten and neighbours hold
     scale_sweep: bool = False  # after training, keep the smallest adapter scale that still forgets every probe
     preset: str = ""  # the named preset these settings started from ("" = none)
     seed: int = 0
@@ -570,18 +572,21 @@ def _null_space(job: Job, llm: LLM, s: ForgetSettings, retain_rows: Sequence[dic
     The corpus is what must not move: general questions (trivia training pool, TOFU), the neighbour and keep-fact
     questions, and a public-domain paragraph; never a forget prompt. Covariances are cached per model."""
     from .evaluate.measures import REFERENCE_TEXT
+    from .locality import general_corpus
     from .nullspace import build_null_space, default_cache_dir
 
-    data = job.read()
     targets = sorted({k[:-len(".lora_a")] for k in llm.trainable_parameters() if k.endswith(".lora_a")})
-    prompts = [q for q, _ in dense_pool(_judge(data), _fact(data).shape().subject)]
-    prompts += [row["question"] for row in retain_rows]
+    # The generic corpus is the same for every job on a model (cached); the job's own retain questions are added.
+    prompts = [q for q, _ in general_corpus()]
     texts = [line for line in REFERENCE_TEXT.read_text(encoding="utf-8").splitlines() if line.strip()] \
         if REFERENCE_TEXT.exists() else []
-    yield StageStarted("null_space", f"Measuring which input directions {len(prompts)} general prompts use")
+    own = [row["question"] for row in retain_rows]
+    yield StageStarted("null_space", f"Measuring which input directions {len(prompts) + len(own)} general prompts "
+                                     f"use")
     t0 = time.perf_counter()
     with llm.base_model():
-        space = build_null_space(llm, prompts, texts, targets, s.null_space_eps, default_cache_dir())
+        space = build_null_space(llm, prompts, texts, targets, s.null_space_eps, default_cache_dir(),
+                                 extra_prompts=own)
     kept = sorted(space.kept_dims.values())
     yield Log(f"Null space (eps {s.null_space_eps:g}) of {len(targets)} modules: {kept[0] if kept else 0}-"
               f"{kept[-1] if kept else 0} free input directions each ({time.perf_counter() - t0:.0f} s).")
