@@ -714,6 +714,15 @@ class ResultsStep(Step):
 
     METRICS = (("efficacy_heldout", "Forgotten (held-out questions)"), ("efficacy_train", "Forgotten (trained)"),
                ("retention_neighbours", "Neighbour facts kept"), ("retention_general", "General knowledge kept"))
+    HELP = {"efficacy_heldout": "Paraphrases of the question that training never saw, among those the model "
+                                "answered right before: the share that no longer gives the answer.",
+            "efficacy_train": "The question and the paraphrases training used: the share that no longer gives the "
+                              "answer.",
+            "retention_neighbours": "Facts about the same subject or with the same answer, and your facts to keep: "
+                                    "the share still answered right.",
+            "retention_general": "General-knowledge questions never trained on and never used to steer the job "
+                                 "(the evaluation split of the bundled set): the share of those the model knew "
+                                 "that it still answers right."}
 
     def __init__(self, wizard: "ForgetWizard") -> None:
         super().__init__(wizard)
@@ -731,6 +740,8 @@ class ResultsStep(Step):
             value.setFont(font)
             caption = QLabel(title)
             caption.setObjectName("hint")
+            caption.setToolTip(self.HELP.get(key, ""))
+            value.setToolTip(self.HELP.get(key, ""))
             grid.addWidget(value, 0, i, Qt.AlignmentFlag.AlignHCenter)
             grid.addWidget(caption, 1, i, Qt.AlignmentFlag.AlignHCenter)
             self.metric_labels[key] = value
