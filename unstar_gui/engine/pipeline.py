@@ -64,10 +64,10 @@ class ForgetSettings:
     general_max_tokens: int = 32  # trivia answers are short; the same budget before and after
     min_retention: float = 0.85  # a round "holds" when this share of the known neighbour/keep facts is still right
     # ... and this share of the known general validation items. Not the 95% the product aims at: on SmolLM2-135M no
-    # recipe measured keeps more than ~80% of the validation split (README "Locality"), and extra rounds with a
-    # heavier retain term do not win it back, so a 95% rule would only triple every job's time. 0.7 still sends a
-    # round that does real damage (the paper recipe keeps ~60%) back for another round.
-    min_general_retention: float = 0.7
+    # recipe measured keeps more than ~80% of the validation split and the default keeps 60-78% (README "Locality");
+    # extra rounds with a heavier retain term do not win it back, so a 95% rule would only triple every job's time.
+    # 0.5 sends a round that loses half of what the model knew back for another round.
+    min_general_retention: float = 0.5
     probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
     checkpoint_every: int = 10
     grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
@@ -77,12 +77,13 @@ class ForgetSettings:
     placement: str = "last"  # "last": the last num_layers blocks; "traced": num_layers blocks found by causal tracing
     rationale_weight: float = 1.0  # loss weight of the invented rationale next to the wrong answer (0 = left out)
     undial_beta: float = 10.0  # method "undial": how far the true answer's logits are pushed down
-    # The default recipe (chosen on the validation split, README "Locality"): the null-space constraint and the
-    # early stop; the other levers are off by default because they cost neighbours or 4-bit robustness there.
-    null_space_eps: float = 0.02  # > 0: lora_a kept in the input directions holding at most eps of generic inputs
+    # Every lever is off by default: the combination the validation split favoured (null space + early stop) kept
+    # 3-7 more general answers per fact but lost neighbours the job never saw (Hermione and Ron in other wordings)
+    # and, on Paris, half the 4-bit robustness, which the issue says must not get worse (README "Locality").
+    null_space_eps: float = 0.0  # > 0: lora_a kept in the input directions holding at most eps of generic inputs
     dense_weight: float = 0.0  # > 0: KL to the base model on fresh general prompts every step (x retain weight)
     dense_batch_size: int = 8
-    early_stop_every: int = 5  # > 0: every N steps, stop once the trained probes are forgotten and neighbours hold
+    early_stop_every: int = 0  # > 0: every N steps, stop once the trained probes are forgotten and neighbours hold
     scale_sweep: bool = False  # after training, keep the smallest adapter scale that still forgets every probe
     preset: str = ""  # the named preset these settings started from ("" = none)
     seed: int = 0
