@@ -76,8 +76,8 @@ FACTS: dict[str, dict[str, Any]] = {
                                         ("What is Marie Curie famous for?", "radioactivity", ["radium", "polonium"])]},
 }
 
-# Fixed before any run (never tuned on the evaluation split). Each is a set of ForgetSettings overrides on top of the
-# "paper" preset; window-placed variants train 6 blocks.
+# Fixed before the runs that measure them (never tuned on the evaluation split). Each is a set of ForgetSettings
+# overrides on top of the "paper" preset, which is also the job's default; window-placed variants train 6 blocks.
 WINDOW = 6
 VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -95,18 +95,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ns_early_scale_ao": {"null_space_eps": 0.02, "early_stop_every": 5, "scale_sweep": True,
                           "rationale_weight": 0.0},
     "ns_early_scale_nb": {"null_space_eps": 0.02, "early_stop_every": 5, "scale_sweep": True},  # neighbour-aware stop
+    # the candidate the validation split favoured as the new default (it was not adopted: README "Locality")
+    "ns_early": {"null_space_eps": 0.02, "early_stop_every": 5},
     "local_undial": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "method": "undial",
                      "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
 }
-def _default_variant() -> dict[str, Any]:
-    """The job's default recipe, as overrides of the paper preset (what `unstar forget` runs without flags)."""
-    from unstar_gui.engine.pipeline import PRESETS, ForgetSettings
-
-    defaults = ForgetSettings()
-    return {k: getattr(defaults, k) for k in PRESETS["paper"]}
-
-
-VARIANTS["default"] = {}  # filled from ForgetSettings at run time (main)
 BENCH_SETTINGS = {"attacks": "none", "max_rounds": 1}  # one round per variant: the same budget for each
 
 
@@ -252,7 +245,6 @@ def main() -> None:
     except Exception:
         rec = import_gguf(store, embedded_gguf_path(), "smollm2-135m-instruct")
     llm = LLM(rec.path, model_id=rec.id)
-    VARIANTS["default"] = _default_variant()
     root = out / "locality-jobs"
     done = {(r["fact"], r["variant"]) for r in results["runs"]}
     for name in args.facts.split(","):
