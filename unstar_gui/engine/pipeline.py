@@ -68,6 +68,9 @@ class ForgetSettings:
     # extra rounds with a heavier retain term do not win it back, so a 95% rule would only triple every job's time.
     # 0.5 sends a round that loses half of what the model knew back for another round.
     min_general_retention: float = 0.5
+    # ... and this share of the known general items it trains on (what the job can promise: it keeps its own
+    # training set of general questions; a round that loses one of them retrains with a heavier retain term).
+    min_trained_general_retention: float = 0.95
     probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
     checkpoint_every: int = 10
     grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
@@ -709,7 +712,8 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
         retention_general_train=general_train,
         retention_general_validation=general_steer,
         # Steered by the validation split; the evaluation split ("heldout") stays a measure, never a target.
-        retention_holds=retention >= s.min_retention and general_steer >= s.min_general_retention,
+        retention_holds=(retention >= s.min_retention and general_steer >= s.min_general_retention
+                         and general_train >= s.min_trained_general_retention),
         steps=s.steps_per_round * (r + 1),
         probe_s=round(time.perf_counter() - t0, 2),
     )
