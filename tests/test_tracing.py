@@ -108,13 +108,30 @@ ARCHS = {
 }
 
 
+def trace_with_and_without_prefix_cache(monkeypatch, model, tokens, subject, target, **kw):
+    """The same trace twice: with the reused-prefix shortcut (recording whether a cache was built) and without it."""
+    import unstar_gui.engine.tracing as tracing
+
+    used = []
+    real = tracing._prefix_cache
+
+    def spy(*a, **k):
+        cache = real(*a, **k)
+        used.append(cache is not None)
+        return cache
+
+    monkeypatch.setattr(tracing, "_prefix_cache", spy)
+    cached = trace_layers(model, tokens, subject, target, **kw)
+    monkeypatch.setattr(tracing, "_prefix_cache", lambda *a, **k: None)
+    whole = trace_layers(model, tokens, subject, target, **kw)
+    return cached, whole, used
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_other_architectures_trace_and_are_put_back(arch, monkeypatch):
     import importlib
 
     import mlx.core as mx
-
-    import unstar_gui.engine.tracing as tracing
 
     name = arch.split("-")[0]
     module = importlib.import_module(f"mlx_lm.models.{name}")
@@ -125,18 +142,8 @@ def test_other_architectures_trace_and_are_put_back(arch, monkeypatch):
     mx.eval(model.parameters())
     tokens = [3, 9, 4, 12, 7, 8, 21, 5, 6, 30, 2, 11]
     logits = model(mx.array([tokens]))
-    used = []
-    real = tracing._prefix_cache
-
-    def spy(*a, **k):
-        cache = real(*a, **k)
-        used.append(cache is not None)
-        return cache
-
-    monkeypatch.setattr(tracing, "_prefix_cache", spy)
-    cached = trace_layers(model, tokens, (4, 6), [TARGET], samples=3, noise_spans=[(1, 2), (4, 6)])
-    monkeypatch.setattr(tracing, "_prefix_cache", lambda *a, **k: None)
-    whole = trace_layers(model, tokens, (4, 6), [TARGET], samples=3, noise_spans=[(1, 2), (4, 6)])
+    cached, whole, used = trace_with_and_without_prefix_cache(monkeypatch, model, tokens, (4, 6), [TARGET],
+                                                              samples=3, noise_spans=[(1, 2), (4, 6)])
     assert used == [not arch.endswith("short-window")]
     assert len(cached.effects) == 4
     assert cached.p_corrupt == pytest.approx(whole.p_corrupt, abs=1e-6)
@@ -219,24 +226,12 @@ def test_subject_spans_finds_every_mention(tiny_llm):
 
 
 def test_the_prefix_cache_gives_the_same_trace(tiny_llm, monkeypatch):
-    import unstar_gui.engine.tracing as tracing
-
     prompt = tiny_llm.chat_tokens("Where did Harry Potter go to school?", answer_prefix="Harry Potter went to")
     spans = subject_spans(tiny_llm.encode, prompt, "Harry Potter", decode=tiny_llm.tokenizer.decode)
     target = tiny_llm.encode(" Hogwarts")[:1]
-    used = []
-    real = tracing._prefix_cache
-
-    def spy(*a, **k):
-        cache = real(*a, **k)
-        used.append(cache is not None)
-        return cache
-
-    monkeypatch.setattr(tracing, "_prefix_cache", spy)
-    cached = trace_layers(tiny_llm.model, prompt, spans[-1], target, samples=3, noise_spans=spans, restore_window=2)
+    cached, whole, used = trace_with_and_without_prefix_cache(monkeypatch, tiny_llm.model, prompt, spans[-1], target,
+                                                              samples=3, noise_spans=spans, restore_window=2)
     assert used == [True]
-    monkeypatch.setattr(tracing, "_prefix_cache", lambda *a, **k: None)
-    whole = trace_layers(tiny_llm.model, prompt, spans[-1], target, samples=3, noise_spans=spans, restore_window=2)
     assert cached.p_clean == pytest.approx(whole.p_clean, abs=1e-7)
     assert cached.p_corrupt == pytest.approx(whole.p_corrupt, abs=1e-6)
     assert cached.effects == pytest.approx(whole.effects, abs=1e-6)

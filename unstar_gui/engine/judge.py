@@ -197,6 +197,11 @@ def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
     return judge.contains(answer)
 
 
+def is_trivia(row: dict) -> bool:
+    """A retain row from the bundled general-knowledge set (resources/data/general)."""
+    return str((row.get("provenance") or {}).get("source")) == "trivia"
+
+
 def known_retain(row: dict, answer: str, semantic: bool = True) -> bool:
     """Does an answer to a retain question (a retain.jsonl row) give its reference answer or an alias? The one rule
     for retention: the job's re-probes, its stop rule, the evaluation and the benchmarks all call this.
@@ -208,6 +213,6 @@ def known_retain(row: dict, answer: str, semantic: bool = True) -> bool:
 
     reference = str(row.get("reference") or row.get("target") or "").strip()
     aliases = tuple(str(a) for a in (row.get("aliases") or []) if str(a).strip())
-    if str((row.get("provenance") or {}).get("source")) == "trivia":
+    if is_trivia(row):
         answer = first_sentences(answer, 1, 40)
     return bool(reference) and Judge(reference, aliases, JudgeSettings(use_semantic=semantic)).contains(answer)

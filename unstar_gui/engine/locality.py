@@ -26,20 +26,26 @@ LORA_KEY_SETS = ("all", "mlp")
 
 
 # the general-knowledge set -------------------------------------------------------------------------------------------
-def unrelated(judge: Judge, subject: str, question: str, answer: str, aliases: Sequence[str] = ()) -> bool:
-    """A general item that neither names the forgotten answer (or an alias) nor the subject: safe to keep and to
-    measure with. Lexical on purpose: these are short clean answers, and embedding a few hundred of them per job
-    took longer than the rest of the retain stage."""
+def unrelated_to(judge: Judge, subject: str):
+    """A test for general items that name neither the forgotten answer (or an alias) nor the subject: safe to keep
+    and to measure with. Lexical on purpose: these are short clean answers, and embedding a few hundred of them per
+    job took longer than the rest of the retain stage."""
     from .antisamples import lexical_judge, mentions
 
-    text = " ".join([question, answer, *aliases])
-    return not lexical_judge(judge).contains(text) and not (subject and mentions(text, subject))
+    lexical = lexical_judge(judge)
+
+    def unrelated(*texts: str) -> bool:
+        text = " ".join(texts)
+        return not lexical.contains(text) and not (subject and mentions(text, subject))
+
+    return unrelated
 
 
 def trivia_rows(split: GeneralSplit, judge: Judge, subject: str) -> list[dict[str, Any]]:
     """The split's items unrelated to the fact, as retain-row dicts (reference = the answer, with its aliases)."""
+    unrelated = unrelated_to(judge, subject)
     return [{"question": t.question, "answer": t.answer, "aliases": list(t.aliases), "_source": f"trivia:{t.id}"}
-            for t in general_split(split) if unrelated(judge, subject, t.question, t.answer, t.aliases)]
+            for t in general_split(split) if unrelated(t.question, t.answer, *t.aliases)]
 
 
 def general_corpus() -> list[tuple[str, str]]:
@@ -61,7 +67,8 @@ def general_corpus() -> list[tuple[str, str]]:
 
 def dense_pool(judge: Judge, subject: str) -> list[tuple[str, str]]:
     """The general training pool minus anything about the fact: the dense KL term's prompts."""
-    return [(q, a) for q, a in general_corpus() if unrelated(judge, subject, q, a)]
+    unrelated = unrelated_to(judge, subject)
+    return [(q, a) for q, a in general_corpus() if unrelated(q, a)]
 
 
 def prompt_body_start(llm: Any) -> int:
@@ -75,18 +82,12 @@ def prompt_body_start(llm: Any) -> int:
 
 
 def encode_dense(llm: Any, pairs: Sequence[tuple[str, str]], max_seq_len: int) -> list[Any]:
-    """Dense-KL examples: chat prompt + a short answer, scored from the question's first token to the end (the
-    subject's representation and the first answer token are where a fact edit spills over)."""
-    from .trainer import Example
+    """Dense-KL examples: encode_pairs' chat prompt + short answer, scored from the question's first token to the
+    end (the subject's representation and the first answer token are where a fact edit spills over)."""
+    from .trainer import Example, encode_pairs
 
     start = prompt_body_start(llm)
-    eos = llm.tokenizer.eos_token_id
-    out = []
-    for q, a in pairs:
-        tokens = (llm.chat_tokens(q) + llm.encode(a) + ([eos] if eos is not None else []))[:max_seq_len]
-        if len(tokens) - start >= 2:
-            out.append(Example(tokens, start))
-    return out
+    return [Example(e.tokens, start) for e in encode_pairs(llm, pairs, max_seq_len) if len(e.tokens) - start >= 2]
 
 
 # placement -----------------------------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from typing import Any, Iterator, Sequence
 from .errors import Cancelled, InvalidInput, JobError, ModelNotFound, UnstarError
 from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
 from .jobs import Job, create_job, new_job_dir, open_job
-from .judge import Judge, known_retain, probe_leaks
-from .llm import LLM, LoraSettings, load_llm
+from .judge import Judge, is_trivia, known_retain, probe_leaks
+from .llm import LLM, load_llm
 from .general_set import GeneralSplit
 from .locality import (LORA_KEY_SETS, PLACEMENTS, Placement, choose_placement, dense_pool, encode_dense,
                        trivia_rows)
@@ -97,9 +97,6 @@ class ForgetSettings:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ForgetSettings":
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-    def lora(self) -> LoraSettings:
-        return LoraSettings(rank=self.rank, scale=self.lora_scale, num_layers=self.num_layers)
 
     def train(self) -> TrainSettings:
         return TrainSettings(learning_rate=self.learning_rate, batch_size=self.batch_size,
@@ -567,13 +564,8 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
 
 def _answer_token_ids(llm: LLM, fact: dict[str, Any]) -> list[int]:
     """The first token of the answer and of every alias, written after a space or not (UNDIAL pushes them down)."""
-    ids: set[int] = set()
-    for name in [fact["answer"], *fact.get("aliases", ())]:
-        for text in (name.strip(), " " + name.strip()):
-            tokens = llm.encode(text) if name.strip() else []
-            if tokens:
-                ids.add(int(tokens[0]))
-    return sorted(ids)
+    names = [n.strip() for n in [fact["answer"], *fact.get("aliases", ())] if n.strip()]
+    return sorted({int(tokens[0]) for n in names for tokens in (llm.encode(n), llm.encode(" " + n)) if tokens})
 
 
 def _null_space(job: Job, llm: LLM, s: ForgetSettings, retain_rows: Sequence[dict[str, Any]]) -> Iterator[Event]:
@@ -660,7 +652,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     yield StageStarted("reprobe", f"Re-asking {len(probes)} probes and {len(retain)} retain questions", round=r)
     # General check questions get the short budget their base answers got; everything else the probes' budget.
     checks = [i for i, row in enumerate(retain) if row.get("split") in ("validation", "heldout")
-              and row.get("kind") == "general" and str(row.get("provenance", {}).get("source")) == "trivia"]
+              and row.get("kind") == "general" and is_trivia(row)]
     check_set = set(checks)
     rest = [i for i in range(len(retain)) if i not in check_set]
     questions = [p["question"] for p in probes] + [retain[i]["question"] for i in rest]

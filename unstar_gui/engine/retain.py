@@ -38,7 +38,6 @@ class RetainItem:
     kind: str  # one of KINDS
     reference: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
-    aliases: list[str] = field(default_factory=list)  # other right ways to say `reference` (general items)
 
 
 def _base(llm: Any) -> contextlib.AbstractContextManager[None]:
@@ -165,16 +164,14 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
 
 
 def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int, progress: Progress | None = None,
-                          cancel: CancelFlag | None = None, rows: Sequence[dict[str, Any]] | None = None
-                          ) -> list[RetainItem]:
-    """n general items (default: the bundled TOFU world facts and real authors; `rows` of question/answer/aliases/
-    _source dicts otherwise) that neither mention the forgotten answer, an alias or the subject nor ask the forgotten
-    question again; target and reference are the dataset answer."""
+                          cancel: CancelFlag | None = None) -> list[RetainItem]:
+    """n bundled TOFU items (world facts, real authors) that neither mention the forgotten answer, an alias or the
+    subject nor ask the forgotten question again; target and reference are the dataset answer."""
     from .embeddings import cosine_matrix
 
     check_cancel(cancel)
     shape = fact.shape()
-    rows = [dict(r) for r in rows] if rows is not None else tofu_rows()
+    rows = tofu_rows()
     # Shuffle first and judge only as many rows as needed: the semantic check embeds every short span of a row, and
     # judging all 217 rows (~9,000 spans) was most of the retain stage's time (bench/profile_hot_paths.py).
     random.Random(derive_seed(seed, 0, "general")).shuffle(rows)
@@ -191,14 +188,12 @@ def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int, progress:
             break
     report(progress, 1, 1, f"{min(n, len(kept))} general items")
     return [RetainItem(r["question"], r["answer"], "general", r["answer"],
-                       provenance("tofu" if not str(r["_source"]).startswith("trivia") else "trivia", r["_source"], 0,
-                                  seed), list(r.get("aliases") or [])) for r in kept[:n]]
+                       provenance("tofu", r["_source"], 0, seed)) for r in kept[:n]]
 
 
 def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[str, str]] = (),
                      n_neighbours: int = 8, n_general: int = 24, seed: int = 0, progress: Progress | None = None,
-                     cancel: CancelFlag | None = None, general_rows: Sequence[dict[str, Any]] | None = None
-                     ) -> list[RetainItem]:
+                     cancel: CancelFlag | None = None) -> list[RetainItem]:
     """Neighbours + the user's keep-facts + general items; general targets become the base model's own answers
     (retention means keeping behaviour, not teaching the dataset), with the dataset answer as reference."""
     def stage(offset: int) -> Progress | None:
@@ -207,8 +202,7 @@ def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[st
     judge = contextual_judge(judge, fact.question)
     items = neighbour_questions(llm, fact, n_neighbours, seed, judge=judge, progress=stage(0), cancel=cancel)
     items += [RetainItem(q, a, "keep", a, provenance("user", "keep", 0, seed)) for q, a in keep]
-    general = general_utility_items(fact, judge, n_general + 6, seed, cancel=cancel,  # spares for the filter below
-                                    rows=general_rows)
+    general = general_utility_items(fact, judge, n_general + 6, seed, cancel=cancel)  # spares for the filter below
     check_cancel(cancel)
     report(progress, 3, 4, "Answering general questions with the base model")
     with _base(llm):
@@ -218,8 +212,7 @@ def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[st
     for g, a, v in zip(general, answers, verdicts):
         target = trim_answer(a)  # may be "": a model that says nothing here should keep saying nothing
         if kept < n_general and not v.contains:
-            items.append(RetainItem(g.question, target, "general", g.reference, dict(g.provenance, target="base"),
-                                    g.aliases))
+            items.append(RetainItem(g.question, target, "general", g.reference, dict(g.provenance, target="base")))
             kept += 1
     report(progress, 4, 4, f"{len(items)} retain items")
     return items
