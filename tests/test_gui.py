@@ -417,16 +417,17 @@ def test_ui_never_imports_mlx_on_the_gui_thread():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
-def test_training_form_recipe_switches_between_default_and_paper(qtbot):
+def test_training_form_recipe_switches_between_default_and_locality(qtbot):
     from unstar_gui.engine.pipeline import PRESETS, ForgetSettings
     from unstar_gui.ui.pages.common import TrainingForm
 
     form = TrainingForm("Training")
     qtbot.addWidget(form)
-    form.set_values({"rank": 4, "preset": "paper"})
+    form.set_values({"rank": 4, "preset": "locality"})
     values = form.values()
-    assert values["preset"] == "paper" and values["rank"] == 4
-    assert all(values[k] == v for k, v in PRESETS["paper"].items() if k != "num_layers")
+    assert values["preset"] == "locality" and values["rank"] == 4
+    assert all(values[k] == v for k, v in PRESETS["locality"].items() if k != "num_layers")
+    assert values["null_space_eps"] > 0 and values["early_stop_every"] > 0
     form.set_values({"preset": ""})
     values = form.values()
     defaults = ForgetSettings()

@@ -365,3 +365,9 @@ def test_presets_are_named_settings():
     assert ForgetSettings.preset_named("paper", seed=3).seed == 3
     with pytest.raises(InvalidInput, match="Unknown preset"):
         ForgetSettings.preset_named("nope")
+
+
+def test_locality_preset_is_the_measured_candidate():
+    s = ForgetSettings.preset_named("locality")
+    assert s.preset == "locality" and s.null_space_eps == 0.02 and s.early_stop_every == 5
+    assert s.placement == "last" and s.lora_keys == "all" and not s.scale_sweep

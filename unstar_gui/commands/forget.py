@@ -29,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a fact that must stay (repeatable)")
     p.add_argument("--out", default=None, help="job folder (default: a new folder under the data folder's jobs/)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="start from a named recipe: 'paper' is the original UNSTAR recipe (adapter on every linear "
-                        "module of the last 16 blocks); the default is the locality recipe (README \"Locality\")")
+                   help="start from a named recipe: 'paper' is the original UNSTAR recipe and the default (adapter "
+                        "on every linear module of the last 16 blocks); 'locality' adds the null-space constraint and "
+                        "the early stop: more general knowledge kept, related facts at risk (README \"Locality\")")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-rounds", type=int, default=None, help="self-taught rounds at most (default 3)")
     p.add_argument("--steps", type=int, default=None, help="training steps per round")
