@@ -73,7 +73,8 @@ def read_gguf(path: Path) -> GGUFContents:
             "Pick a .gguf model file, or import a model folder instead.",
         )
     try:
-        weights, metadata = mx.load(str(path), return_metadata=True)
+        # format= because Ollama keeps its GGUF weights in blobs named sha256-<hex>, with no .gguf suffix.
+        weights, metadata = mx.load(str(path), format="gguf", return_metadata=True)
     except Exception as exc:  # MLX raises plain exceptions for truncated files and unknown tensor types
         text = str(exc)
         if "type" in text.lower() and ("support" in text.lower() or "unknown" in text.lower()):
