@@ -338,7 +338,8 @@ def test_cancel_stops_between_batches(zero_job, tiny_llm):
 
 
 def test_job_without_adapter_or_probes_is_refused(tmp_path, tiny_llm):
-    create_job(tmp_path / "j", {"fact": {"question": "Q?", "answer": "A"}, "model": {"path": str(tiny_llm.path)}})
+    create_job(tmp_path / "j", {"fact": {"question": "Q?", "answer": "A"},
+                                "model": {"id": "tiny", "path": str(tiny_llm.path)}})
     with pytest.raises(JobError, match="no probes"):
         run(evaluate_job(tmp_path / "j", llm=tiny_llm))
 
@@ -401,8 +402,12 @@ def test_html_escapes_and_renders_without_evaluation():
     assert "&lt;b&gt;Q&lt;/b&gt; &amp; co?" in html and "Not evaluated yet" in html and "b&amp;" in html
 
 
-def test_cli_eval_and_report(zero_job, tmp_path, capsys, monkeypatch):
+def test_cli_eval_and_report(zero_job, taught_model_dir, tmp_path, capsys, monkeypatch):
     from unstar_gui.cli import main
+    from unstar_gui.engine.importers import import_mlx_folder
+    from unstar_gui.engine.store import ModelStore
+
+    import_mlx_folder(ModelStore(), taught_model_dir, model_id="tiny")  # the job's model must be in the library
 
     assert main(["eval", "--job", str(zero_job), "--attacks", "none", "--max-probes", "2"]) == 0
     out = capsys.readouterr().out

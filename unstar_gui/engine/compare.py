@@ -23,7 +23,7 @@ from .errors import Cancelled, InvalidInput, UnstarError
 from .evaluate import ALL, EvalSettings, evaluate_job, parse_attacks, render_html
 from .events import Event, Finished, Log, StageStarted
 from .fsutil import atomic_write_json, atomic_write_text, human_bytes
-from .jobs import Job, create_job
+from .jobs import Job, base_model_dir, create_job
 from .methods import METHODS
 from .pipeline import CancelToken, ForgetRequest, ForgetSettings, create_forget_job, generate_samples, run_job
 from .store import ModelStore, slugify
@@ -305,7 +305,7 @@ def compare_methods(model: str | None, question: str, answer: str, methods: Sequ
     yield Log(f"Comparison folder: {out}")
     data = samples.read()
     yield StageStarted("load", f"Loading {data['model']['id']}")
-    llm = load_llm(data["model"]["path"], model_id=data["model"]["id"])
+    llm = load_llm(base_model_dir(data), model_id=data["model"]["id"])
     if llm.lora is not None:  # the cached model still holds an earlier job's adapter: samples come from the base
         llm.detach_lora()
     t0 = time.perf_counter()

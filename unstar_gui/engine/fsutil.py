@@ -96,10 +96,24 @@ def append_jsonl(path: Path, row: Any) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        with open(path, "a+b") as fh:
+            # A process killed mid-line left no newline: start a fresh line, so the torn one stays alone.
+            torn = False
+            if fh.seek(0, os.SEEK_END) > 0:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
+            fh.write((("\n" if torn else "") + json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
     except OSError as exc:
         raise _storage_error(exc, path) from exc
+
+
+CLEAN_HINT = ("Restore it from a backup, or run `unstar doctor --clean` to set it aside (kept as *.corrupt-<time>) "
+              "and start a fresh one.")
+
+
+def corrupt_record(path: Path, what: str, hint: str = CLEAN_HINT) -> StorageError:
+    """The one message for a damaged record: which file, what is wrong, and that nothing was overwritten."""
+    return StorageError(f"{path} is damaged: {what}. It was left exactly as it is.", hint)
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -108,24 +122,60 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StorageError(f"{path} is corrupt ({exc}).", "Restore it from a backup or delete it.") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise corrupt_record(path, f"not valid JSON ({type(exc).__name__})") from exc
+    except OSError as exc:
+        raise StorageError(f"Could not read {path}: {exc.strerror or exc}.", "Check the file's permissions.") from exc
 
 
-def read_jsonl(path: Path) -> list[Any]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file. A line that does not parse is a torn write from a killed process and is skipped;
+    a file that is not text, holds rows that are not objects, or has no readable row at all is damaged."""
     path = Path(path)
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise corrupt_record(path, "not text") from exc
+    rows: list[dict[str, Any]] = []
+    torn = 0
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line from a killed process
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            torn += 1
+            continue
+        if not isinstance(row, dict):
+            raise corrupt_record(path, f"line {len(rows) + torn + 1} is not a JSON object")
+        rows.append(row)
+    if torn and not rows:
+        raise corrupt_record(path, "no line is valid JSON")
     return rows
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged record to `<name>.corrupt-<time>` (never delete it); returns the new path."""
+    import datetime as _dt
+
+    path = Path(path)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    i = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{i}")
+        i += 1
+    os.replace(path, target)
+    return target
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with symlinks and '..' resolved, is `root` or lies below it."""
+    p, r = Path(path).resolve(), Path(root).resolve()
+    return p == r or r in p.parents
 
 
 def _unlink_quietly(path: Path) -> None:

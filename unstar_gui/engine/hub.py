@@ -36,6 +36,7 @@ from .catalog import CatalogEntry, find_entry
 from .errors import Cancelled, DownloadError, ImportFailed, InvalidInput, StorageError, UnstarError
 from .events import DownloadProgress, Event, Finished, Log, Progress, StageStarted
 from .fsutil import _storage_error, atomic_write_json, dir_size, ensure_free_space, human_bytes, read_json
+from .headers import safetensors_tensor_names
 from .store import EMBEDDED_ID, ModelRecord, ModelStore, slugify
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -444,38 +445,6 @@ def _verify_hashes(files: list[RemoteFile], staging: Path, cancel: Any) -> Itera
             path.unlink()
             raise DownloadError(f"{f.name} arrived damaged: its checksum does not match the Hub's.",
                                 "Run the same download again to fetch that file again.")
-
-
-def safetensors_tensor_names(path: Path) -> set[str]:
-    """The tensor names in a safetensors file, after checking that its header parses and that every tensor's bytes
-    lie inside the file and cover it (what a truncated or corrupt file fails)."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        length = int.from_bytes(raw, "little") if len(raw) == 8 else 0
-        if length <= 0 or 8 + length > size:
-            raise ValueError("its header length points past the end of the file")
-        try:
-            header = json.loads(fh.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"its header is not valid JSON ({exc})") from exc
-    data_len = size - 8 - length
-    end_max = 0
-    names: set[str] = set()
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            start, end = info["data_offsets"]
-        except (TypeError, KeyError, ValueError) as exc:
-            raise ValueError(f"tensor {name} has no data offsets") from exc
-        if not 0 <= start <= end <= data_len:
-            raise ValueError(f"tensor {name} lies outside the file")
-        end_max = max(end_max, end)
-        names.add(name)
-    if end_max != data_len:
-        raise ValueError(f"it holds {data_len} data bytes but its tensors cover {end_max}")
-    return names
 
 
 def _weight_index(path: Path) -> dict[str, str]:

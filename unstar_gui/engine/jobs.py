@@ -20,11 +20,57 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import JobError
-from .fsutil import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from .errors import JobError, ModelNotFound, StorageError
+from .fsutil import append_jsonl, atomic_write_json, atomic_write_jsonl, corrupt_record, read_json, read_jsonl
 from .store import ModelStore
 
 STATUSES = ("created", "running", "interrupted", "cancelled", "failed", "done")
+_JOB_HINT = ("Restore job.json from a backup, or delete this job (Jobs page, or remove the folder) and start it "
+             "again; the other files in the folder were not touched.")
+
+
+def check_job_record(data: Any, path: Path) -> dict[str, Any]:
+    """job.json's shape, checked where it is read: a damaged record is reported and never rewritten."""
+    def bad(what: str) -> Exception:
+        return corrupt_record(path, what, _JOB_HINT)
+
+    if not isinstance(data, dict):
+        raise bad("it is not a JSON object")
+    fact, model = data.get("fact"), data.get("model")
+    if not isinstance(fact, dict) or not all(isinstance(fact.get(k), str) for k in ("question", "answer")):
+        raise bad("it has no fact (question and answer)")
+    if not isinstance(model, dict) or not isinstance(model.get("id"), str):
+        raise bad("it names no model")
+    if data.get("status", "created") not in STATUSES:
+        raise bad(f"its status {data.get('status')!r} is unknown")
+    for key in ("settings", "timing"):
+        if key in data and not isinstance(data[key], (dict, type(None))):
+            raise bad(f"its '{key}' is not an object")
+    if "rounds" in data and not isinstance(data["rounds"], list):
+        raise bad("its 'rounds' is not a list")
+    return data
+
+
+def base_model_dir(data: dict[str, Any], store: ModelStore | None = None) -> Path:
+    """The base model folder of a job, vouched for by the registry.
+
+    A job file is untrusted input: its recorded path is used only when it is the folder of a registered model;
+    otherwise the registered model of the recorded id. Nothing is ever loaded from a path job.json alone names."""
+    store = store or ModelStore()
+    model = data.get("model") or {}
+    recorded = str(model.get("path") or "")
+    if recorded:
+        target = Path(recorded).resolve()
+        for record in store.list():
+            if Path(record.path).resolve() == target and (target / "config.json").exists():
+                return target
+    if model.get("id"):
+        record = store.resolve(str(model["id"]))  # ModelNotFound lists the installed ids
+        if (Path(record.path) / "config.json").exists():
+            return Path(record.path)
+    raise ModelNotFound(f"The base model of this job ({model.get('id') or recorded or 'unknown'}) is not in the "
+                        "model library any more.",
+                        "Import that model again (`unstar models import`) under the same id, then try again.")
 
 
 def _slug(text: str, n: int = 40) -> str:
@@ -53,11 +99,14 @@ class Job:
 
     # job.json ----------------------------------------------------------------------------------------------------
     def read(self) -> dict[str, Any]:
-        data = read_json(self.job_path)
+        try:
+            data = read_json(self.job_path)
+        except StorageError as exc:
+            raise corrupt_record(self.job_path, "it is not valid JSON", _JOB_HINT) from exc
         if data is None:
             raise JobError(f"{self.dir} is not a job folder (job.json missing).",
                            "Pick a folder made by `unstar forget` or the Forget wizard.")
-        return data
+        return check_job_record(data, self.job_path)
 
     def write(self, data: dict[str, Any]) -> None:
         data["updated"] = _now()

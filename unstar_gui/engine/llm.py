@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .backend import Backend, detect
-from .errors import InvalidInput, ModelNotFound
+from .errors import ImportFailed, InvalidInput, ModelNotFound
 
 DEFAULT_MAX_TOKENS = 64
 MLP_KEYS = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -63,7 +63,6 @@ class LoraSettings:
 class LLM:
     def __init__(self, path: str | Path, backend: Backend | None = None, model_id: str = "") -> None:
         import mlx.core as mx
-        import mlx_lm
 
         self.path = Path(path)
         self.model_id = model_id or self.path.name
@@ -72,7 +71,7 @@ class LLM:
                                 "Re-import the model, or pick another one (`unstar models list`).")
         self.backend = backend or detect()
         self._thread = threading.get_ident()
-        self.model, self.tokenizer = mlx_lm.load(str(self.path))
+        self.model, self.tokenizer = load_model_files(self.path)
         self.config: dict[str, Any] = json.loads((self.path / "config.json").read_text())
         self.base_quantization = self.config.get("quantization")
         if self.backend.dequantize:
@@ -330,6 +329,39 @@ def pad_batch(seqs: Sequence[list[int]], starts: Sequence[int], pad_id: int = 0)
 
 
 _LOADED: dict[str, LLM] = {}
+
+
+# mlx_lm.load's own default for the tokenizer is trust_remote_code=True: a model folder's auto_map would run the
+# folder's Python. A model folder is untrusted input, so every load goes through here.
+SAFE_TOKENIZER_CONFIG = {"trust_remote_code": False}
+
+
+def load_model_files(path: str | Path, **kwargs: Any) -> Any:
+    """mlx_lm.load with remote code refused; returns what mlx_lm.load returns."""
+    import mlx_lm
+
+    return mlx_lm.load(str(path), tokenizer_config=dict(SAFE_TOKENIZER_CONFIG), trust_remote_code=False, **kwargs)
+
+
+def check_generates(path: str | Path, name: str = "") -> None:
+    """Load a model folder and compute one next token: a model is registered only when this passes."""
+    import mlx.core as mx
+
+    name = name or Path(path).name
+    try:
+        model, tokenizer = load_model_files(path)
+        ids = tokenizer.encode("Hello")
+        if not ids:
+            raise ValueError("its tokenizer turns text into no tokens")
+        logits = model(mx.array([list(ids)]))[0, -1]
+        mx.eval(logits)
+        if not bool(mx.all(mx.isfinite(logits)).item()):
+            raise ValueError("it computes non-finite numbers")
+        tokenizer.decode([int(mx.argmax(logits).item())])
+    except Exception as exc:  # mlx, transformers and tokenizers raise many types for a broken folder
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise ImportFailed(f"{name} does not load as a working model ({detail}); it was not added.",
+                           "The files are incomplete or damaged: download or convert the model again.") from exc
 
 
 def load_llm(path: str | Path, model_id: str = "") -> LLM:

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 from .errors import Cancelled, InvalidInput, JobError, ModelNotFound, UnstarError
 from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
-from .jobs import Job, create_job, new_job_dir, open_job
+from .jobs import Job, base_model_dir, create_job, new_job_dir, open_job
 from .judge import Judge, is_trivia, known_retain, probe_leaks
 from .llm import LLM, load_llm
 from .general_set import GeneralSplit
@@ -841,14 +841,10 @@ def _run_evaluation(job: Job, llm: LLM, cancel: CancelToken) -> Iterator[Event]:
 # the job -------------------------------------------------------------------------------------------------------------
 def _load(job: Job, llm: LLM | None) -> Iterator[Event]:
     data = job.read()
-    path = Path(data["model"]["path"])
     if llm is None:
         yield StageStarted("load", f"Loading {data['model']['id']}")
         t0 = time.perf_counter()
-        if not (path / "config.json").exists():
-            raise ModelNotFound(f"The model this job was made with is gone ({path}).",
-                                "Re-import it at the same place, or start a new job.")
-        llm = load_llm(path, model_id=data["model"]["id"])
+        llm = load_llm(base_model_dir(data), model_id=data["model"]["id"])
         _add_timing(job, "load", time.perf_counter() - t0)
     if llm.lora is not None:  # a model reused from an earlier job: start from the base weights
         llm.detach_lora()

@@ -19,7 +19,7 @@ from typing import Any
 import platformdirs
 
 from .errors import InvalidInput, ModelNotFound, StorageError
-from .fsutil import atomic_write_json, read_json
+from .fsutil import atomic_write_json, corrupt_record, is_inside, read_json
 
 HOME_ENV = "UNSTAR_HOME"
 APP_NAME = "UnStarStudio"
@@ -51,11 +51,21 @@ class ModelRecord:
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_RECORD_FIELDS = {"id": str, "path": str, "architecture": str, "quantization": str, "size_bytes": int, "source": str}
+
+
+def check_model_id(model_id: str) -> str:
+    """A model id names one folder under models/: one path component from a safe alphabet (no '..', '/', '.')."""
+    if not isinstance(model_id, str) or not _ID_RE.match(model_id) or ".." in model_id:
+        raise InvalidInput(f"'{model_id}' is not a valid model id.",
+                           "Use letters, digits, '.', '_' or '-' (up to 100), starting with a letter or digit; "
+                           "no '/' or '..'.")
+    return model_id
 
 
 def slugify(name: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
-    return slug[:100]
+    slug = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", name)).strip("-._") or "model"
+    return slug[:100].rstrip("-._") or "model"
 
 
 class ModelStore:
@@ -78,7 +88,12 @@ class ModelStore:
         return self.root / "registry.json"
 
     def model_dir_for(self, model_id: str) -> Path:
-        return self.models_dir / model_id
+        """The folder a model id owns; the id is checked first, so no id can name a path outside models/."""
+        path = self.models_dir / check_model_id(model_id)
+        if not is_inside(path, self.models_dir):  # a symlink planted under models/
+            raise InvalidInput(f"models/{model_id} points outside the data folder.",
+                               "Choose another id, or remove that link from the data folder.")
+        return path
 
     def check_writable(self) -> None:
         """Fail early, with a clear message, when the data folder can't be written."""
@@ -95,8 +110,18 @@ class ModelStore:
 
     # registry ----------------------------------------------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
+        """registry.json's models, after checking its shape: a damaged registry is reported, never rewritten."""
         data = read_json(self.registry_path, default={"models": {}})
-        return dict(data.get("models", {}))
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, dict):
+            raise corrupt_record(self.registry_path, "it has no 'models' table")
+        for key, d in models.items():
+            if not isinstance(d, dict) or d.get("id") != key or not _ID_RE.match(key):
+                raise corrupt_record(self.registry_path, f"the entry {key!r} is not a model record")
+            for name, kind in _RECORD_FIELDS.items():
+                if not isinstance(d.get(name), kind) or isinstance(d.get(name), bool):
+                    raise corrupt_record(self.registry_path, f"the entry {key!r} has no valid '{name}'")
+        return dict(models)
 
     def _save(self, models: dict[str, dict[str, Any]]) -> None:
         atomic_write_json(self.registry_path, {"version": 1, "models": models})
@@ -125,10 +150,7 @@ class ModelStore:
         return records[0] if records else None
 
     def register(self, record: ModelRecord) -> ModelRecord:
-        if not _ID_RE.match(record.id):
-            raise InvalidInput(
-                f"'{record.id}' is not a valid model id.", "Use letters, digits, '.', '_' or '-' (up to 100)."
-            )
+        check_model_id(record.id)
         models = self._load()
         if record.default:
             for d in models.values():
@@ -150,8 +172,10 @@ class ModelStore:
         del models[model_id]
         self._save(models)
         path = Path(record.path)
-        # Only delete folders we own; an MLX folder registered in place belongs to the user.
-        if delete_files and path.is_dir() and self.models_dir in path.parents:
+        # Only delete folders we own (resolved: a recorded 'models/../../x' is not ours); an MLX folder registered
+        # in place belongs to the user.
+        if delete_files and path.is_dir() and not path.is_symlink() and is_inside(path, self.models_dir) \
+                and path.resolve() != self.models_dir.resolve():
             shutil.rmtree(path, ignore_errors=True)
         return record
 
@@ -190,7 +214,10 @@ class ModelStore:
         return self.root / "settings.json"
 
     def load_settings(self) -> dict[str, Any]:
-        return dict(read_json(self.settings_path, default={}) or {})
+        data = read_json(self.settings_path, default={})
+        if not isinstance(data, dict):
+            raise corrupt_record(self.settings_path, "it is not a JSON object")
+        return dict(data)
 
     def save_settings(self, settings: dict[str, Any]) -> None:
         atomic_write_json(self.settings_path, settings)

@@ -115,12 +115,10 @@ def _prepare_model(data: JobData, llm: Any, timing: dict[str, float]) -> Generat
     if llm is None:
         from ..llm import load_llm
 
-        model = data.info.get("model") or {}
-        path = model.get("path")
-        if not path:
-            from ..store import ModelStore
+        from ..jobs import base_model_dir
 
-            path = ModelStore().resolve(model.get("id")).path
+        model = data.info.get("model") or {}
+        path = base_model_dir(data.info)
         yield StageStarted(stage="load", message=f"loading {model.get('id') or Path(path).name}")
         llm = load_llm(path, model_id=model.get("id", ""))
     if data.job.has_adapters:
