@@ -137,8 +137,11 @@ def test_adapter_export_loads_in_mlx_lm_and_its_card_says_what_was_forgotten(job
     out = tmp_path / "adapter"
     done, _ = drain(export.export_adapters(job["dir"], out))
     assert done.summary["kind"] == "adapters" and Path(done.summary["path"]) == out
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapters.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [export.MARKER_NAME, "README.md", "adapter_config.json",
+                                                     "adapters.safetensors"]
     assert json.loads((out / "adapter_config.json").read_text())["lora_parameters"]["rank"] == 4
+    marker = json.loads((out / export.MARKER_NAME).read_text())
+    assert marker["kind"] == "adapters" and marker["job"] == str(job["dir"]) and "README.md" in marker["files"]
 
     card = (out / "README.md").read_text()
     for expected in (QUESTION, ANSWER, "Hogwarts School", str(job["model_dir"]), "unstar", "| rank | 4 |",
@@ -188,16 +191,56 @@ def test_requantizing_warns_with_the_evaluation_numbers(job, tmp_path):
     assert json.loads((out8 / "config.json").read_text())["quantization"]["bits"] == 8
 
 
-def test_quantized_base_keeps_its_quantization_or_dequantizes(quantized_job, tmp_path):
+def adapted_layers(job_dir: Path) -> list[str]:
+    """Module paths of the layers the job's adapter changes (its LoRA keys name them)."""
+    import mlx.core as mx
+
+    weights = mx.load(str(job_dir / "adapters" / "adapters.safetensors"))
+    return sorted({k.rsplit(".", 1)[0] for k in weights if k.endswith(".lora_a")})
+
+
+def test_quantized_base_fused_by_default_keeps_the_adapted_layers_precise(quantized_job, tmp_path):
+    import mlx.core as mx
+
     base = quantized_job["model_dir"]
     kept = tmp_path / "kept"
-    done, _ = drain(export.export_fused(quantized_job["dir"], kept))
-    assert json.loads((kept / "config.json").read_text())["quantization"] == {"group_size": 32, "bits": 4}
-    # Keeping a 4-bit base re-quantizes the fused layers: the evaluation's 4-bit group-32 finding applies.
-    assert len(done.summary["warnings"]) == 1 and "25% of probes (1 of 4)" in done.summary["warnings"][0]
-    assert run_mlx_lm_cli(["generate", "--model", str(kept), "--prompt", QUESTION, "--max-tokens",
-                           str(MAX_TOKENS), "--temp", "0"]) == mlx_lm_answer(kept)
+    done, events = drain(export.export_fused(quantized_job["dir"], kept))
+    # Nothing the adapter changed is re-quantized, so no re-quantization warning applies.
+    assert done.summary["warnings"] == [] and not [e for e in events if isinstance(e, Log) and e.level == "warning"]
+    quant = json.loads((kept / "config.json").read_text())["quantization"]
+    adapted = adapted_layers(quantized_job["dir"])
+    assert adapted and quant["bits"] == 4 and quant["group_size"] == 32
+    assert {k: v for k, v in quant.items() if "." in k} == {path: False for path in adapted}
+    # The untouched layers are the base's stored 4-bit weights, bit for bit.
+    fused_w, base_w = mx.load(str(kept / "model.safetensors")), mx.load(str(base / "model.safetensors"))
+    untouched = [k for k in base_w if not any(k.startswith(a + ".") for a in adapted)]
+    assert untouched and all(mx.array_equal(fused_w[k], base_w[k]).item() for k in untouched)
+    assert "mixed: the" in (kept / "README.md").read_text()
+    # Plain mlx-lm loads it and it answers the forgotten question as the job recorded.
+    assert mlx_lm_answer(kept) == quantized_job["after"]
 
+    q4 = tmp_path / "q4"
+    done, _ = drain(export.export_fused(quantized_job["dir"], q4, q_bits=4))
+    assert len(done.summary["warnings"]) == 1 and "50% of probes (3 of 6)" in done.summary["warnings"][0]
+
+
+def test_quantized_base_adapted_layers_at_8_bits(quantized_job, tmp_path):
+    out = tmp_path / "mixed-8"
+    done, events = drain(export.export_fused(quantized_job["dir"], out, adapted_bits=8))
+    quant = json.loads((out / "config.json").read_text())["quantization"]
+    adapted = adapted_layers(quantized_job["dir"])
+    assert {k: v for k, v in quant.items() if "." in k} == {p: {"group_size": 32, "bits": 8} for p in adapted}
+    # The evaluation saw no recovery at 8 bits, so nothing to warn about; the card says what was quantized how.
+    assert done.summary["warnings"] == [] and not [e for e in events if isinstance(e, Log) and "8-bit" in e.message]
+    assert f"the {len(adapted)} layers the adapter changed are 8-bit, group size 32" in (out / "README.md").read_text()
+    assert run_mlx_lm_cli(["generate", "--model", str(out), "--prompt", QUESTION, "--max-tokens",
+                           str(MAX_TOKENS), "--temp", "0"]) == mlx_lm_answer(out)
+    with pytest.raises(InvalidInput, match="quantized base only"):
+        list(export.export_fused(quantized_job["dir"], tmp_path / "x", adapted_bits=8, dequantize=True))
+
+
+def test_quantized_base_dequantizes(quantized_job, tmp_path):
+    base = quantized_job["model_dir"]
     plain = tmp_path / "dequantized"
     done, _ = drain(export.export_fused(quantized_job["dir"], plain, dequantize=True))
     assert done.summary["warnings"] == []
@@ -226,7 +269,8 @@ def test_gguf_round_trips_through_our_importer(job, tmp_path):
     out = tmp_path / "forgot.gguf"
     done, _ = drain(export.export_gguf(job["dir"], out))
     assert out.is_file() and (tmp_path / "forgot.md").is_file() and done.summary["card"] == str(tmp_path / "forgot.md")
-    assert "GGUF file (fp16)" in (tmp_path / "forgot.md").read_text()
+    card = (tmp_path / "forgot.md").read_text()
+    assert "GGUF file (fp16)" in card and done.summary["ollama_command"] in card
     tensors, meta = mx.load(str(out), return_metadata=True)
     assert tensors["blk.0.attn_q.weight"].dtype == mx.float16 and tensors["output_norm.weight"].dtype == mx.float32
     assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.chat_template"]
@@ -267,6 +311,59 @@ def test_gguf_refuses_other_architectures(job, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["qwen-job", "tiny-qwen2"]
 
 
+def parse_modelfile(path: Path) -> dict:
+    """The instructions of an Ollama Modelfile: FROM, TEMPLATE/SYSTEM (triple-quoted, may span lines), stops."""
+    import re
+
+    text = path.read_text()
+    body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+    quoted = dict(re.findall(r'^(TEMPLATE|SYSTEM) """(.*?)"""', body, flags=re.M | re.S))
+    return {"FROM": re.search(r"^FROM (.+)$", body, flags=re.M).group(1), **quoted,
+            "stops": [json.loads(v) for v in re.findall(r"^PARAMETER stop (.+)$", body, flags=re.M)],
+            "comments": [ln[2:] for ln in text.splitlines() if ln.startswith("# ")]}
+
+
+def test_ollama_modelfile_round_trips_through_our_importer(job, tmp_path):
+    from unstar_gui.engine.importers import import_any
+    from unstar_gui.engine.store import ModelStore
+
+    out = tmp_path / "Forgot Model.gguf"
+    done, _ = drain(export.export_gguf(job["dir"], out))
+    modelfile = Path(done.summary["modelfile"])
+    assert modelfile == tmp_path / "Forgot Model.Modelfile"
+    assert done.summary["ollama_command"] == f"ollama create forgot-model -f '{modelfile.resolve()}'"
+    parsed = parse_modelfile(modelfile)
+    gguf = (modelfile.parent / parsed["FROM"]).resolve()
+    assert parsed["FROM"].startswith("./") and gguf == out.resolve()
+    # The tiny model's chat template is ChatML: the Go template names the roles and the turn markers.
+    assert "{{ .Role }}" in parsed["TEMPLATE"] and "{{ .Content }}" in parsed["TEMPLATE"]
+    assert "<|im_start|>assistant" in parsed["TEMPLATE"] and "SYSTEM" not in parsed
+    assert parsed["stops"] == ["<|im_start|>", "<|im_end|>"]
+    assert QUESTION in " ".join(parsed["comments"])  # the model card rides along as comments
+    record = import_any(ModelStore(), gguf, model_id="from-modelfile")
+    assert mlx_lm_answer(Path(record.path)) == job["after"]
+
+
+def test_modelfile_chat_formats():
+    smol = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n<|im_start|>user\n"
+            f"{export._PROBE}<|im_end|>\n<|im_start|>assistant\n")
+    chatml = export.chat_format_of("{{ '<|im_start|>' + message['role'] }}")
+    assert chatml.name == "ChatML"
+    assert export.default_system_prompt(chatml, smol) == "You are a helpful AI assistant named SmolLM"
+    assert export.default_system_prompt(chatml, f"<|im_start|>user\n{export._PROBE}") is None
+
+    llama3 = export.chat_format_of("{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}")
+    text = export.ollama_modelfile("m.gguf", llama3, None, "<|eot_id|>", "card")
+    assert "<|start_header_id|>{{ .Role }}<|end_header_id|>" in text
+    assert text.count('PARAMETER stop "<|eot_id|>"') == 1  # the eos token is not repeated
+
+    generic = export.chat_format_of("{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}")
+    text = export.ollama_modelfile("m.gguf", generic, 'say """hi"""', "</s>", "line one\nline two")
+    assert generic is export.GENERIC_CHAT_FORMAT and "generic" in text and "{{ .Role }}" in text
+    assert text.startswith("# line one\n# line two\n") and 'PARAMETER stop "</s>"' in text
+    assert text.count('"""') == 4  # quotes inside SYSTEM cannot end it early
+
+
 # Bad input ---------------------------------------------------------------------------------------------------------
 def test_job_without_adapters_is_refused(job, tmp_path):
     job_dir = tmp_path / "unfinished"
@@ -283,14 +380,19 @@ def test_job_without_adapters_is_refused(job, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unfinished"]
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, to check a refused export left them exactly as they were."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_existing_target_is_not_overwritten_without_force(job, tmp_path):
     out = tmp_path / "adapter"
-    out.mkdir()
-    (out / "adapter_config.json").write_text("{}")
+    drain(export.export_adapters(job["dir"], out))
+    before = snapshot(out)
     with pytest.raises(InvalidInput) as exc:
         list(export.export_adapters(job["dir"], out))
     assert "already exists" in exc.value.message and "--force" in exc.value.hint
-    assert (out / "adapter_config.json").read_text() == "{}"
+    assert snapshot(out) == before
 
     gguf = tmp_path / "m.gguf"
     (tmp_path / "m.md").write_text("someone's notes")
@@ -298,18 +400,75 @@ def test_existing_target_is_not_overwritten_without_force(job, tmp_path):
         list(export.export_gguf(job["dir"], gguf))
     assert not gguf.exists()
 
+    # An earlier export of ours (it has our marker) is replaced with --force.
+    (out / "README.md").write_text("an old card")
     drain(export.export_adapters(job["dir"], out, overwrite=True))
-    assert json.loads((out / "adapter_config.json").read_text())["lora_parameters"]["rank"] == 4
+    assert "What was forgotten" in (out / "README.md").read_text()
     assert no_leftovers(tmp_path) == []
-
-    precious = tmp_path / "photos"
-    precious.mkdir()
-    (precious / "holiday.jpg").write_bytes(b"jpg")
-    with pytest.raises(InvalidInput, match="does not look like an earlier export"):
-        list(export.export_fused(job["dir"], precious, overwrite=True))
-    assert (precious / "holiday.jpg").exists()
     with pytest.raises(InvalidInput, match="job's own files"):
         list(export.export_adapters(job["dir"], job["dir"] / "adapters", overwrite=True))
+
+
+@pytest.mark.parametrize("files", [
+    {"src/main.py": b"print('hello')\n", "README.md": b"# my project\n"},
+    {"thesis.tex": b"\\documentclass{article}\n"},
+    # config.json and README.md are in every model folder, so they must not pass for an export of ours
+    {"config.json": b'{"model_type": "llama"}', "README.md": b"my notes", "adapter_config.json": b"{}"},
+])
+def test_force_never_replaces_the_users_own_folder(job, tmp_path, files):
+    users = tmp_path / "mine"
+    for name, data in files.items():
+        (users / name).parent.mkdir(parents=True, exist_ok=True)
+        (users / name).write_bytes(data)
+    before = snapshot(users)
+    for make in (lambda: export.export_adapters(job["dir"], users, overwrite=True),
+                 lambda: export.export_fused(job["dir"], users, overwrite=True)):
+        with pytest.raises(InvalidInput) as exc:
+            list(make())
+        assert "UnStar did not export" in exc.value.message and "nothing was written" in exc.value.message
+        assert snapshot(users) == before
+    # A marker that is not ours (other JSON) does not vouch for the folder either.
+    (users / export.MARKER_NAME).write_text('{"kind": "fused"}')
+    with pytest.raises(InvalidInput, match="UnStar did not export"):
+        list(export.export_adapters(job["dir"], users, overwrite=True))
+    assert no_leftovers(tmp_path) == []
+
+
+def test_gguf_force_replaces_only_files_our_marker_vouches_for(job, tmp_path):
+    gguf = tmp_path / "notes.gguf"
+    gguf.write_bytes(b"GGUF someone else's model")
+    with pytest.raises(InvalidInput, match="file that UnStar did not export"):
+        list(export.export_gguf(job["dir"], gguf, overwrite=True))
+    assert gguf.read_bytes() == b"GGUF someone else's model"
+
+    mine = tmp_path / "mine.gguf"
+    drain(export.export_gguf(job["dir"], mine))
+    marker = json.loads(export.sidecar_marker(mine).read_text())
+    assert marker["kind"] == "gguf" and sorted(marker["files"]) == ["mine.Modelfile", "mine.gguf", "mine.md"]
+    mine.write_bytes(b"damaged")
+    drain(export.export_gguf(job["dir"], mine, overwrite=True))
+    assert mine.read_bytes()[:4] == b"GGUF"
+    assert no_leftovers(tmp_path) == []
+
+
+def test_read_only_export_folder_gives_a_clear_storage_error(job, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.access(locked, os.W_OK):  # root ignores permission bits: have the file system refuse, as it would
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(export.tempfile, "mkdtemp", refuse)
+    try:
+        for make in (lambda: export.export_adapters(job["dir"], locked / "adapter"),
+                     lambda: export.export_gguf(job["dir"], locked / "m.gguf")):
+            with pytest.raises(StorageError) as exc:
+                list(make())
+            assert f"Cannot write the export in {locked}" in exc.value.message and "writable" in exc.value.hint
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
 
 
 def test_no_space_stops_before_writing(job, tmp_path, monkeypatch):
@@ -399,6 +558,24 @@ def test_cli_export(job, tmp_path, capsys):
     assert "apply to --fused exports only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "--job", str(job["dir"])])
+
+
+def test_cli_lmstudio_export_lands_where_lm_studio_and_discovery_look(job, tmp_path, capsys):
+    from unstar_gui.cli import main
+    from unstar_gui.engine.discover import find_lmstudio
+
+    root = tmp_path / "lmstudio-models"
+    assert main(["export", "--job", str(job["dir"]), "--lmstudio", "Tiny Forgot", "--lmstudio-root", str(root)]) == 0
+    printed = capsys.readouterr().out
+    gguf = root / "unstar" / "Tiny-Forgot" / "Tiny-Forgot.gguf"
+    assert gguf.is_file() and f"-> {gguf}" in printed
+    assert f"ollama create tiny-forgot -f {gguf.with_suffix('.Modelfile')}" in printed
+    found = find_lmstudio([root])
+    assert [(m.name, m.architecture, m.importable) for m in found] == [("Tiny-Forgot.gguf", "llama", True)]
+
+    assert main(["export", "--job", str(job["dir"]), "--adapters", str(tmp_path / "a"),
+                 "--lmstudio-root", str(root)]) == 2
+    assert "--lmstudio-root applies to --lmstudio exports only" in capsys.readouterr().err
 
 
 @pytest.mark.slow
