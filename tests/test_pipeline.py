@@ -19,6 +19,7 @@ import pytest
 from unstar_gui.engine.errors import Cancelled, InvalidInput, JobError, ModelNotFound
 from unstar_gui.engine.events import Checkpoint, Finished, ProbeResult, SamplesReady, StageStarted, TrainStep
 from unstar_gui.engine.jobs import open_job
+from unstar_gui.engine.store import ModelStore
 from unstar_gui.engine.pipeline import (CancelToken, ForgetRequest, ForgetSettings, parse_keep, prepare,
                                         resume_forget, run_forget)
 
@@ -201,6 +202,11 @@ def test_killed_cli_job_resumes_from_its_last_checkpoint(tiny_model, tmp_path, u
         proc.wait()
     job = open_job(out)
     assert job.status == "running"  # a hard kill leaves no chance to say anything
+    # ... but the record names the process, which is gone: the job is shown as interrupted and resumable.
+    from unstar_gui.engine.jobs import effective_status, list_jobs
+
+    assert job.read()["process"]["pid"] == proc.pid and effective_status(job.read()) == "interrupted"
+    assert [j["status"] for j in list_jobs(ModelStore()) if j["dir"] == str(out)] in ([], ["interrupted"])
     ckpt_step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
     assert ckpt_step % 5 == 0 and ckpt_step < 400
     job.update(settings=dict(job.read()["settings"], steps_per_round=ckpt_step + 2))  # finish quickly
@@ -228,6 +234,46 @@ def test_ctrl_c_marks_the_job_interrupted_and_says_how_to_resume(tiny_model, tmp
     assert proc.returncode == 130
     assert f"unstar forget --resume {out}" in err
     assert open_job(out).status == "interrupted"
+
+
+def test_sigterm_flushes_a_checkpoint_marks_the_job_interrupted_and_resume_finishes(tiny_model, tmp_path,
+                                                                                    unstar_home):
+    import mlx_lm
+
+    out = tmp_path / "term"
+    events = run_forget(tiny_request(tmp_path, "term", steps_per_round=400, checkpoint_every=50))
+    for ev in events:
+        if isinstance(ev, StageStarted) and ev.stage == "train":
+            break
+    events.close()
+    proc = subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(out), "--json"],
+                            env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = json.loads(proc.stdout.readline())
+    assert first["job_dir"] == str(out)  # the folder comes first, before any work
+    steps = []
+    for line in proc.stdout:
+        ev = json.loads(line)
+        if ev.get("event") == "TrainStep":
+            steps.append(ev["step"])
+            if len(steps) == 3:  # mid-way between checkpoints (every 50): only a flush can save these steps
+                proc.send_signal(signal.SIGTERM)
+                break
+    rest, err = proc.communicate(timeout=120)
+    steps += [json.loads(line)["step"] for line in rest.splitlines() if '"event": "TrainStep"' in line]
+    assert proc.returncode == 130, err
+    assert f"unstar forget --resume {out}" in err and "Traceback" not in err
+    assert "Loading weights" not in err and "it/s]" not in err  # no library bars in --json mode
+    job = open_job(out)
+    assert job.status == "interrupted"
+    ckpt = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert ckpt["step"] == steps[-1] and ckpt["step"] % 50 != 0  # the flushed step, not the last periodic one
+    job.update(settings=dict(job.read()["settings"], steps_per_round=ckpt["step"] + 1))
+    resumed = list(resume_forget(out))
+    assert [ev.step for ev in resumed if isinstance(ev, TrainStep)] == [ckpt["step"] + 1]
+    assert job.status == "done"
+    model, tok = mlx_lm.load(tiny_model.path, adapter_path=str(out / "adapters"))  # a valid adapter
+    assert mlx_lm.generate(model, tok, "Hi", max_tokens=2) is not None
 
 
 def test_still_known_probes_get_fresh_antisamples_each_round(tiny_model, tmp_path):

@@ -3,24 +3,61 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..engine.errors import UnstarError
 from ..engine.events import (DownloadProgress, Event, Failed, Finished, Log, ProbeResult, Progress, SamplesReady,
                              StageStarted, TrainStep)
 
 
+# Libraries (transformers' "Loading weights", huggingface_hub, tqdm) draw their own bars on stderr.
+_BAR_SWITCHES = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
+
+
+@contextlib.contextmanager
+def quiet_library_bars(enabled: bool) -> Iterator[None]:
+    """With --json, stdout is one event per line and stderr carries only errors: library bars are switched off
+    (our own Progress events carry the same information)."""
+    if not enabled:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in _BAR_SWITCHES}
+    os.environ.update({k: "1" for k in _BAR_SWITCHES})
+    try:
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run `args.func`; user errors become one line on stderr and a non-zero exit code."""
     try:
-        rc = args.func(args)
+        with quiet_library_bars(bool(getattr(args, "json", False))):
+            rc = args.func(args)
         return int(rc or 0)
     except UnstarError as exc:
         print(f"error: {exc.message}" + (f" {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file-system failure no engine check foresaw: still one line, never a traceback
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}. Check that the folder exists and is writable, and that the disk "
+              "has space.", file=sys.stderr)
+        return 5
     except KeyboardInterrupt:
         print("error: interrupted. Partial work was kept: run the same command again to continue a download, or "
               "`unstar forget --resume JOB_DIR` for a forget job.",

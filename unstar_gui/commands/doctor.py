@@ -13,6 +13,9 @@ from .common import add_json_flag, print_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="show the compute backend, BLAS, versions and data folder")
+    p.add_argument("--clean", action="store_true",
+                   help="remove what killed imports and downloads left behind (staging folders, lock and temporary "
+                        "files) and set damaged records aside as *.corrupt-<time>")
     add_json_flag(p)
     p.set_defaults(func=cmd_doctor)
 
@@ -44,6 +47,17 @@ def collect() -> dict:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.clean:
+        from dataclasses import asdict
+
+        from ..engine.housekeeping import clean_data_folder
+
+        report = clean_data_folder()
+        if args.json:
+            print_json(asdict(report))
+        else:
+            print("\n".join(report.lines()))
+        return 0
     info = collect()
     if args.json:
         print_json(info)

@@ -70,12 +70,33 @@ def _read_report(job_dir: Path) -> dict:
     return report
 
 
+def check_report_target(out: Path, job_dir: Path) -> Path:
+    """An HTML page may go anywhere except onto a job's or the data folder's own files (job.json, registry.json,
+    weights...): there, only the job's own report.html may be replaced."""
+    from ..engine.errors import InvalidInput
+    from ..engine.fsutil import is_inside
+    from ..engine.store import ModelStore
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InvalidInput(f"{out} does not end in .html; nothing was written.", "Name the page e.g. report.html.")
+    if out.is_dir():
+        raise InvalidInput(f"{out} is a folder; nothing was written.", "Give a file name, e.g. report.html.")
+    if out.resolve() == (job_dir / "report.html").resolve():
+        return out
+    for root, what in ((job_dir, "the job's own folder"), (ModelStore().root, "UnStar's data folder")):
+        if out.exists() and is_inside(out, root):
+            raise InvalidInput(f"{out} is a file in {what}; it was not overwritten.",
+                               "Write the page to a new file outside it, e.g. ~/report.html.")
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ..engine.evaluate import render_html
     from ..engine.fsutil import atomic_write_text
 
-    report = _read_report(Path(args.job))
-    out = Path(args.html)
+    job_dir = Path(args.job)
+    report = _read_report(job_dir)
+    out = check_report_target(Path(args.html), job_dir)
     atomic_write_text(out, render_html(report))
     print(f"wrote {out}")
     return 0

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import signal
 import sys
+import threading
+from typing import Any, Iterator
 
 from ..engine.errors import InvalidInput
 from ..engine.methods import METHODS
@@ -68,21 +73,51 @@ def request_from_args(args: argparse.Namespace):
                          out_dir=Path(args.out) if args.out else None, force=args.force)
 
 
-def cmd_forget(args: argparse.Namespace) -> int:
-    from ..engine.events import Finished
-    from ..engine.pipeline import create_forget_job, resume_forget, run_job
+@contextlib.contextmanager
+def stop_on_signals(cancel) -> Iterator[None]:
+    """SIGTERM or Ctrl-C stop the job at its next safe point (a checkpoint is written, the job is marked
+    interrupted); a second one stops at once. Only the main thread may set handlers: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel(reason="signal")
+        print(f"\n{signal.Signals(signum).name}: stopping at the next safe point (again to stop at once)...",
+              file=sys.stderr, flush=True)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from ..engine.events import Finished, Log
+    from ..engine.pipeline import create_forget_job, resume_forget, run_job
+    from ..engine.trainer import CancelToken
+
+    cancel = CancelToken()
     if args.resume:
         job_dir = args.resume
-        events = resume_forget(job_dir)
+        events = resume_forget(job_dir, cancel=cancel)
     else:
         job = create_forget_job(request_from_args(args))
         job_dir = str(job.dir)
-        if not args.json:
-            print(f"job folder: {job_dir}")
-        events = run_job(job)
+        events = run_job(job, cancel=cancel)
+    # The job folder comes first, in JSON too: a script that is killed later still knows where the work is.
+    first = Log(f"job folder: {job_dir}")
+    if args.json:
+        print(json.dumps(dict(first.to_dict(), job_dir=str(job_dir)), ensure_ascii=False), flush=True)
+    else:
+        print(first.message)
     try:
-        last = drive(events, as_json=args.json)
+        with stop_on_signals(cancel):
+            last = drive(events, as_json=args.json)
     except KeyboardInterrupt:
         events.close()  # the job marks itself interrupted
         print(f"\ninterrupted: partial work is kept. Resume with: unstar forget --resume {job_dir}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`unstar models list|path|import|remove|default|catalog|download`."""
+"""`unstar models list|path|import|remove|default|catalog|download|discover`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     cat = msub.add_parser("catalog", help="list the models UnStar can download, with size, memory and licence")
     add_json_flag(cat)
     cat.set_defaults(func=cmd_catalog)
+
+    disc = msub.add_parser("discover", help="list the GGUF models LM Studio and Ollama already have on this computer",
+                           description="Find GGUF models in LM Studio's models folder (~/.lmstudio/models) and "
+                                       "Ollama's library ($OLLAMA_MODELS or ~/.ollama/models), and print the "
+                                       "`unstar models import` command for each one UnStar can import.")
+    disc.add_argument("--lmstudio-dir", type=Path, action="append", default=None, metavar="DIR",
+                      help="an LM Studio models folder to search instead of the default ones (repeatable)")
+    disc.add_argument("--ollama-dir", type=Path, default=None, metavar="DIR",
+                      help="Ollama's models folder (default: $OLLAMA_MODELS or ~/.ollama/models)")
+    add_json_flag(disc)
+    disc.set_defaults(func=cmd_discover)
 
     dl = msub.add_parser("download", help="download a catalog model (or any MLX repo) from the Hugging Face Hub",
                          description="Download a model from the Hugging Face Hub with a live progress line. "
@@ -133,4 +144,28 @@ def cmd_download(args: argparse.Namespace) -> int:
         print(f"installed {record.id} ({record.architecture}, {record.quantization}, "
               f"{human_bytes(record.size_bytes)}) -> {record.path}")
         print(f'try it: unstar chat --model {record.id} "What is the capital of France?"')
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from ..engine.discover import discover, imported_ids
+
+    found = discover(args.lmstudio_dir, args.ollama_dir)
+    imported = imported_ids(found, ModelStore())
+    if args.json:
+        print_json([dict(asdict(m), import_command=m.import_command, imported_as=imported.get(m.path))
+                    for m in found])
+        return 0
+    if not found:
+        print("No LM Studio or Ollama models found on this computer.")
+        return 0
+    print(f"{'APP':10} {'NAME':40} {'ARCH':8} {'QUANT':8} {'SIZE':>9}  IMPORT")
+    for m in found:
+        status = f"imported as {imported[m.path]}" if m.path in imported else ("yes" if m.importable else m.reason)
+        print(f"{m.app:10} {m.name:40} {m.architecture or '-':8} {m.quantization or '-':8} "
+              f"{human_bytes(m.size_bytes):>9}  {status}")
+    commands = [m.import_command for m in found if m.importable and m.path not in imported]
+    if commands:
+        print("\nImport one with:")
+        print("\n".join(f"  {c}" for c in commands))
     return 0

@@ -48,6 +48,14 @@ class Cancelled(UnstarError):
         super().__init__(message, hint)
 
 
+class Interrupted(Cancelled):
+    """Stopped by a signal (SIGTERM, Ctrl-C) at a safe point: the work so far is kept and the job can resume."""
+
+    def __init__(self, message: str = "Stopped by a signal before it finished; the work so far was kept.",
+                 hint: str = "") -> None:
+        super().__init__(message, hint)
+
+
 class DownloadError(UnstarError):
     exit_code = 6
 

@@ -157,6 +157,8 @@ class _DownloadLock:
             self._holders -= 1
             if self._holders == 0:
                 self._file_lock.release()
+                # filelock leaves its 0-byte file behind; it is litter in the models folder once nobody holds it.
+                Path(self._file_lock.lock_file).unlink(missing_ok=True)
 
 
 # the Hub --------------------------------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ImportFailed, InvalidInput, StorageError, UnsupportedModel
+from .errors import ImportFailed, InvalidInput, StorageError, UnstarError, UnsupportedModel
 from .fsutil import dir_size, ensure_free_space, read_json
-from .headers import read_safetensors_header
+from .headers import read_gguf_header, read_safetensors_header
 from .store import ModelRecord, ModelStore, check_model_id
 
 # config.json's model_type becomes a module name (mlx_lm.models.<type>): only a plain identifier may get there.
@@ -243,7 +243,16 @@ def import_any(store: ModelStore, path: Path, model_id: str | None = None, quant
                 if fh.read(4) != b"GGUF":
                     raise ImportFailed(f"{path.name} is neither a GGUF file nor a model folder.",
                                        "Pick a .gguf file or a folder holding config.json and .safetensors files.")
-        return import_gguf(store, path, model_id)
+        read_gguf_header(path)  # bounds first: a hostile header must never reach native code
+        try:
+            return import_gguf(store, path, model_id)
+        except UnstarError:
+            raise
+        except Exception as exc:  # mlx, numpy and tokenizers raise many types for a damaged file
+            detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise ImportFailed(f"{path.name} could not be converted ({detail}); nothing was added.",
+                               "The file is damaged or laid out in a way UnStar does not know: download it again, "
+                               "or import the model's Hugging Face folder.") from exc
     validate_mlx_folder(path)  # before is_mlx_folder reads any weight header
     if is_mlx_folder(path) and quantize_bits is None:
         return import_mlx_folder(store, path, model_id, copy=copy)

@@ -148,6 +148,51 @@ class Job:
             self.adapters_dir / "adapter_config.json").exists()
 
 
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (Linux /proc; None elsewhere): tells a reused pid from the job's process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def this_process() -> dict[str, Any]:
+    """What job.json records about the process running a job, so a later reader can tell if it is still alive."""
+    import os
+    import socket
+
+    return {"pid": os.getpid(), "start": _process_start(os.getpid()), "host": socket.gethostname(),
+            "since": _now()}
+
+
+def process_alive(info: Any) -> bool:
+    """Whether the process a job record names still runs. Another host's process can't be checked: assume alive."""
+    import os
+    import socket
+
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int) or info["pid"] <= 0:
+        return False
+    if info.get("host") and info["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process holds the pid now
+        return False
+    start = _process_start(info["pid"])
+    return start is None or info.get("start") in (None, start)
+
+
+def effective_status(data: dict[str, Any]) -> str:
+    """The status to show: a job recorded as running whose process is gone was interrupted (killed, crashed)."""
+    status = str(data.get("status", "created"))
+    if status == "running" and not process_alive(data.get("process")):
+        return "interrupted"
+    return status
+
+
 def _now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
@@ -191,10 +236,11 @@ def list_jobs(store: ModelStore) -> list[dict[str, Any]]:
             continue
         try:
             data = Job(d).read()
+            data["status"] = effective_status(data)
         except JobError:
             continue
-        except Exception as exc:  # a corrupt job.json: show it so the user can delete it
-            data = {"status": "failed", "error": str(exc)}
+        except StorageError as exc:  # a damaged job.json: show it (untouched) so the user can delete it
+            data = {"status": "failed", "error": str(exc), "damaged": True}
         data["dir"] = str(d)
         out.append(data)
     return out

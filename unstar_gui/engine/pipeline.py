@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .errors import Cancelled, InvalidInput, JobError, ModelNotFound, UnstarError
+from .errors import Cancelled, Interrupted, InvalidInput, JobError, ModelNotFound, UnstarError
 from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
-from .jobs import Job, base_model_dir, create_job, new_job_dir, open_job
+from .jobs import Job, base_model_dir, create_job, new_job_dir, open_job, process_alive, this_process
 from .judge import Judge, is_trivia, known_retain, probe_leaks
 from .llm import LLM, load_llm
 from .general_set import GeneralSplit
@@ -167,6 +167,12 @@ def _check_settings(s: ForgetSettings) -> None:
         problems.append("heldout_share must be in [0, 1)")
     if s.n_general < 0 or s.n_general_eval < 0:
         problems.append("n_general and n_general_eval can't be negative")
+    try:
+        from .evaluate.attacks import parse_attacks
+
+        parse_attacks(s.attacks)
+    except InvalidInput as exc:
+        problems.append(f"attacks: {exc.message} {exc.hint}".strip())
     if s.method not in METHODS:
         problems.append(f"method must be one of {', '.join(sorted(METHODS))}")
     if s.lora_keys not in LORA_KEY_SETS:
@@ -225,9 +231,22 @@ def _versions() -> dict[str, str]:
     return {"unstar": __version__, "mlx": mx.__version__, "mlx_lm": mlx_lm.__version__}
 
 
+def _check_job_folder(directory: Path) -> None:
+    """A job folder is new or empty: a job's files never mix with the user's, and deleting the job never takes
+    anything else with it."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        if (directory / "job.json").exists():
+            raise JobError(f"{directory} already holds a job.", "Use --resume to continue it, or pick another --out.")
+        raise InvalidInput(f"{directory} is not an empty folder; a job needs a folder of its own.",
+                           "Pick a new or empty folder for --out (or leave it out to use the data folder's jobs/).")
+
+
 def create_forget_job(request: ForgetRequest) -> Job:
     data = prepare(request)
-    directory = Path(request.out_dir) if request.out_dir else new_job_dir(ModelStore(), data["fact"]["question"])
+    store = ModelStore()
+    store.check_writable()  # before any model is loaded: a read-only data folder fails in a second, not minutes
+    directory = Path(request.out_dir) if request.out_dir else new_job_dir(store, data["fact"]["question"])
+    _check_job_folder(directory)
     data.update(version=JOB_VERSION, status="created", versions=_versions(), stage="created", round=0, step=0,
                 error=None, rounds=[], timing={})
     return create_job(directory, data)
@@ -866,7 +885,7 @@ def run_job(job: Job, cancel: CancelToken | None = None, llm: LLM | None = None)
     cancel = cancel or CancelToken()
     t0 = time.perf_counter()
     mx.reset_peak_memory()
-    job.set_status("running", error=None)
+    job.set_status("running", error=None, process=this_process())
     try:
         llm = yield from _load(job, llm)
         yield _memory_note(job, llm)
@@ -881,6 +900,10 @@ def run_job(job: Job, cancel: CancelToken | None = None, llm: LLM | None = None)
         summary = dict(report["metrics"], adapter_path=report["adapter_path"],
                        total_s=report["timing"].get("total_s", 0.0), **report["memory"])
         yield Finished(str(job.dir), summary)
+    except Interrupted as exc:
+        job.set_status("interrupted", error=exc.message)
+        exc.hint = f"Resume with: unstar forget --resume {job.dir}"
+        raise
     except Cancelled as exc:
         job.set_status("cancelled", error=exc.message)
         raise
@@ -909,5 +932,9 @@ def resume_forget(job_dir: Path, cancel: CancelToken | None = None, llm: LLM | N
     status = job.status
     if status == "done":
         raise JobError(f"The job in {job_dir} has already finished.", "Start a new job to forget another fact.")
+    if status == "running" and process_alive(job.read().get("process")):
+        raise JobError(f"The job in {job_dir} is running in another process "
+                       f"(pid {job.read()['process'].get('pid')}).",
+                       "Wait for it to finish, or stop that process first; then resume.")
     yield Log(f"Resuming the {status} job in {job.dir}")
     yield from run_job(job, cancel, llm)

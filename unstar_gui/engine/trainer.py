@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import Cancelled
+from .errors import Cancelled, Interrupted
 from .events import Checkpoint, Event, TrainStep
 from .fsutil import atomic_write_json, read_json
 from .llm import LLM, LoraSettings, pad_batch
@@ -32,8 +32,11 @@ class CancelToken:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.reason = "user"
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str = "user") -> None:
+        """`reason` "signal" (SIGTERM/Ctrl-C) ends the job as interrupted rather than cancelled."""
+        self.reason = reason
         self._event.set()
 
     @property
@@ -41,6 +44,8 @@ class CancelToken:
         return self._event.is_set()
 
     def check(self) -> None:
+        if self.cancelled and self.reason == "signal":
+            raise Interrupted()
         if self.cancelled:
             raise Cancelled("Cancelled by the user.", "The last checkpoint was kept; resume the job to continue.")
 
