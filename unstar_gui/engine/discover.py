@@ -193,7 +193,7 @@ def find_ollama(models_dir: Path | None = None) -> list[FoundModel]:
                                     reason=f"can't read: {exc}", suggested_id=slugify(suggested)))
             continue
         found.append(describe("Ollama", name, blob, suggested))
-    return found
+    return sorted(found, key=lambda m: m.name.lower())  # as people read model names, not by registry folder
 
 
 def discover(lmstudio_dirs: list[Path] | None = None, ollama_dir: Path | None = None) -> list[FoundModel]:
