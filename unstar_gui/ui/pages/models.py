@@ -1,4 +1,5 @@
-"""Models: the catalog and the local models in one table; download, import (dialog or drag and drop), remove."""
+"""Models: the catalog and the local models in one table; download, import (dialog or drag and drop), remove; and
+the GGUF models LM Studio and Ollama already have on this computer, each one click from imported."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QCoreApplication, QThread, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
                                QWidget)
@@ -29,6 +30,21 @@ def estimate_memory(size_bytes: int, quantization: str, on_cpu: bool) -> int:
     return int(weights * 1.25)  # activations, LoRA state and the optimizer
 
 
+class FindModelsThread(QThread):
+    """Looks for LM Studio and Ollama models beside the MLX worker, not on it: it only reads file headers, so it
+    need not wait behind an hour-long forget job, and it never touches MLX."""
+
+    found = Signal(object)  # list[FoundModel], or the exception that stopped the search
+
+    def run(self) -> None:
+        from ...engine.discover import discover
+
+        try:
+            self.found.emit(discover())
+        except Exception as exc:  # an unreadable models folder: shown to the user, never a dead thread
+            self.found.emit(exc)
+
+
 class ModelsPage(QWidget):
     models_changed = Signal()
 
@@ -40,12 +56,22 @@ class ModelsPage(QWidget):
         Column("status", "Installed"),
         Column("source", "Notes", stretch=True),
     ]
+    FOUND_COLUMNS = [
+        Column("app", "Found in"),
+        Column("name", "Model", stretch=True),
+        Column("kind", "Architecture"),
+        Column("size", "Size"),
+        Column("status", "Status", stretch=True),
+        Column("action", ""),
+    ]
 
     def __init__(self, services: Services) -> None:
         super().__init__()
         self.services = services
         self.download_task = None
         self.busy_task = None
+        self.find_thread: FindModelsThread | None = None
+        self.found_models: list[Any] = []  # FoundModel entries of the last search
         self.setAcceptDrops(True)
 
         self.table = RowsTable(self.COLUMNS)
@@ -62,8 +88,11 @@ class ModelsPage(QWidget):
         self.default_btn.clicked.connect(self.make_default)
         self.remove_btn = QPushButton("Remove…")
         self.remove_btn.clicked.connect(self.remove_selected)
+        self.find_btn = QPushButton("Find models on this computer")
+        self.find_btn.setToolTip("Look for GGUF models LM Studio and Ollama have downloaded, to import them.")
+        self.find_btn.clicked.connect(self.find_models)
         buttons = QHBoxLayout()
-        for b in (self.download_btn, self.import_file_btn, self.import_folder_btn, self.default_btn):
+        for b in (self.download_btn, self.import_file_btn, self.import_folder_btn, self.find_btn, self.default_btn):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.remove_btn)
@@ -86,10 +115,24 @@ class ModelsPage(QWidget):
         drop_hint = QLabel("Drop a .gguf file or a model folder anywhere on this page to import it.")
         drop_hint.setObjectName("hint")
 
+        self.found_table = RowsTable(self.FOUND_COLUMNS)
+        self.found_label = QLabel("")
+        self.found_label.setObjectName("hint")
+        self.found_label.setWordWrap(True)
+        found_layout = QVBoxLayout()
+        found_layout.setContentsMargins(0, 0, 0, 0)
+        found_layout.addWidget(QLabel("<b>Models found on this computer</b> (LM Studio and Ollama)"))
+        found_layout.addWidget(self.found_label)
+        found_layout.addWidget(self.found_table)
+        self.found_box = QWidget()
+        self.found_box.setLayout(found_layout)
+        self.found_box.setVisible(False)
+
         layout = QVBoxLayout(self)
         layout.addWidget(PageHeader("Models", "Models you can make forget: installed ones and ones to download."))
         layout.addLayout(buttons)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.table, 2)
+        layout.addWidget(self.found_box, 1)
         layout.addWidget(self.progress_box)
         footer = QHBoxLayout()
         footer.addWidget(drop_hint)
@@ -134,6 +177,7 @@ class ModelsPage(QWidget):
         free = free_bytes(store.root if store.root.exists() else store.root.parent)
         used = dir_size(store.models_dir) if store.models_dir.exists() else 0
         self.disk_label.setText(f"Models use {human_bytes(used)} · {human_bytes(free)} free in {store.root}")
+        self._show_found_rows()
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -144,6 +188,11 @@ class ModelsPage(QWidget):
         self.default_btn.setEnabled(bool(row) and bool(row.get("registered")) and not row.get("default"))
         self.import_file_btn.setEnabled(not busy)
         self.import_folder_btn.setEnabled(not busy)
+        self.find_btn.setEnabled(self.find_thread is None)
+        for r in range(self.found_table.rowCount()):
+            button = self.found_table.cellWidget(r, len(self.FOUND_COLUMNS) - 1)
+            if button is not None:
+                button.setEnabled(self.busy_task is None)
 
     # download ----------------------------------------------------------------------------------------------------
     def download_selected(self) -> None:
@@ -196,14 +245,14 @@ class ModelsPage(QWidget):
         if path:
             self.import_path(Path(path))
 
-    def import_path(self, path: Path) -> None:
+    def import_path(self, path: Path, model_id: str | None = None) -> None:
         if self.busy_task is not None:
             return
 
         def import_model(ctx):
             from ...engine.importers import import_any
 
-            return import_any(ctx.store, path)
+            return import_any(ctx.store, path, model_id)
 
         self._show_progress(f"Importing {path.name}… (converting can take a minute)", cancellable=False)
         self.progress.setRange(0, 0)
@@ -211,6 +260,66 @@ class ModelsPage(QWidget):
             import_model, name=f"import {path.name}", on_result=lambda rec: self._done(f"Imported {rec.id}."),
             on_error=self._failed, on_done=self._clear_busy)
         self._update_buttons()
+
+    # models LM Studio and Ollama already have ---------------------------------------------------------------------
+    def find_models(self) -> None:
+        if self.find_thread is not None:
+            return
+        self.found_box.setVisible(True)
+        self.found_label.setText("Looking in LM Studio's and Ollama's model folders…")
+        self.find_thread = FindModelsThread(self)
+        self.find_thread.found.connect(self._on_found)
+        # Quitting mid-search must not destroy a running QThread (Qt aborts the process then).
+        QCoreApplication.instance().aboutToQuit.connect(self.find_thread.wait)
+        self.find_thread.start()
+        self._update_buttons()
+
+    def _on_found(self, result: Any) -> None:
+        self.find_thread.wait()
+        self.find_thread = None
+        if isinstance(result, Exception):
+            self.found_models = []
+            self.found_label.setText(f"The search stopped: {result}")
+        else:
+            self.found_models = list(result)
+            self.found_label.setText(self._found_summary())
+        self._show_found_rows()
+        self._update_buttons()
+
+    def _found_summary(self) -> str:
+        from ...engine.discover import lmstudio_models_root, ollama_models_dir
+
+        where = f"Searched {lmstudio_models_root()} (LM Studio) and {ollama_models_dir()} (Ollama)."
+        if not self.found_models:
+            return f"No models found. {where}"
+        ready = sum(m.importable for m in self.found_models)
+        return f"{len(self.found_models)} found, {ready} UnStar can import. {where}"
+
+    def _show_found_rows(self) -> None:
+        """The last search's results, with what is imported now (an import may have just finished)."""
+        if not self.found_models:
+            self.found_table.set_rows([])
+            return
+        from ...engine.discover import imported_ids
+
+        imported = imported_ids(self.found_models, self.services.store())
+        rows = [{"app": m.app, "name": m.name, "path": m.path, "suggested_id": m.suggested_id,
+                 "kind": f"{m.architecture} · {m.quantization}" if m.architecture else "",
+                 "size": human_bytes(m.size_bytes) if m.size_bytes else "",
+                 "status": (f"imported as {imported[m.path]}" if m.path in imported
+                            else "ready to import" if m.importable else m.reason),
+                 "can_import": m.importable and m.path not in imported} for m in self.found_models]
+        self.found_table.set_rows(rows)
+        for r, row in enumerate(rows):
+            if row["can_import"]:
+                button = QPushButton("Import")
+                button.setToolTip(f"Import {row['path']}")
+                button.clicked.connect(lambda _=False, row=row: self.import_found(row))
+                self.found_table.setCellWidget(r, len(self.FOUND_COLUMNS) - 1, button)
+
+    def import_found(self, row: dict[str, Any]) -> None:
+        """Import one found model through the same path as a dropped file, under the name its app gives it."""
+        self.import_path(Path(row["path"]), self.services.store().unique_id(row["suggested_id"]))
 
     def remove_selected(self) -> None:
         row = self.table.selected_row()
