@@ -344,3 +344,58 @@ def test_doctor_clean_removes_leftovers_and_keeps_partial_downloads(unstar_home,
     assert not stale.exists() and fresh.exists() and partial.exists()
     assert not (models / ".download-foo.lock").exists()
     assert "partial download" in out and "freed 1.0 KB" in out
+
+
+# killed processes ----------------------------------------------------------------------------------------------------
+def test_a_signal_stop_stays_an_interruption_when_a_plain_cancel_follows():
+    """The app's SIGTERM handler cancels with reason "signal", then stopping the worker cancels again: the job must
+    still end as interrupted (resumable), not as cancelled by the user."""
+    from unstar_gui.engine.errors import Cancelled, Interrupted
+    from unstar_gui.engine.trainer import CancelToken
+
+    token = CancelToken()
+    token.cancel(reason="signal")
+    token.cancel()
+    with pytest.raises(Interrupted):
+        token.check()
+    plain = CancelToken()
+    plain.cancel()
+    with pytest.raises(Cancelled) as info:
+        plain.check()
+    assert not isinstance(info.value, Interrupted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["wrong_answers", "train", "evaluate"])
+def test_kill_9_at_any_moment_then_resume_finishes_with_a_valid_adapter(tiny_model, tmp_path, unstar_home, moment):
+    """kill -9 during sample generation, training and the final writes: `--resume` ends each job with an adapter
+    that plain mlx-lm loads."""
+    import mlx.core as mx
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from tests.test_pipeline import tiny_request
+    from unstar_gui.engine.events import Finished
+    from unstar_gui.engine.jobs import effective_status, open_job
+    from unstar_gui.engine.pipeline import create_forget_job, resume_forget
+
+    job = create_forget_job(tiny_request(tmp_path, "killed", steps_per_round=6))
+    proc = subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(job.dir), "--json"],
+                            env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    seen = False
+    for line in proc.stdout:
+        ev = json.loads(line)
+        if (moment == "train" and ev.get("event") == "TrainStep" and ev["step"] == 3) or (
+                ev.get("event") == "StageStarted" and ev.get("stage") == moment):
+            proc.kill()
+            seen = True
+            break
+    proc.wait()
+    assert seen, f"the job never reached {moment}"
+    assert effective_status(open_job(job.dir).read()) == "interrupted"
+    events = list(resume_forget(job.dir))
+    assert isinstance(events[-1], Finished) and open_job(job.dir).status == "done"
+    model, _ = mlx_lm.load(tiny_model.path, adapter_path=str(job.dir / "adapters"))
+    lora = [v for k, v in tree_flatten(model.parameters()) if "lora_" in k]
+    assert lora and all(bool(mx.all(mx.isfinite(v)).item()) for v in lora)

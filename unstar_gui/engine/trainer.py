@@ -36,7 +36,8 @@ class CancelToken:
 
     def cancel(self, reason: str = "user") -> None:
         """`reason` "signal" (SIGTERM/Ctrl-C) ends the job as interrupted rather than cancelled."""
-        self.reason = reason
+        if not self._event.is_set():  # the first reason wins: a later plain cancel does not turn a signal into one
+            self.reason = reason
         self._event.set()
 
     @property

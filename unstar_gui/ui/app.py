@@ -46,7 +46,25 @@ def main() -> int:
     apply_saved_data_dir(prefs)
     window = MainWindow(prefs=prefs)
     window.show()
+    _stop_on_signals(window)
     return app.exec()
+
+
+def _stop_on_signals(window) -> None:
+    """Python handles signals only when the interpreter runs: a timer gives it a moment every 200 ms while Qt's
+    event loop waits."""
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    def handler(signum, frame) -> None:
+        QTimer.singleShot(0, window.stop_for_signal)
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handler)
+    window._signal_tick = QTimer(window)
+    window._signal_tick.timeout.connect(lambda: None)
+    window._signal_tick.start(200)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QStackedWidget,
-                               QStyle, QWidget)
+from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
+                               QStackedWidget, QStyle, QWidget)
 
 from ..engine.fsutil import human_bytes
 from .dialogs import confirm
@@ -161,6 +161,14 @@ class MainWindow(QMainWindow):
         self.memory_label.setText(f"Memory: {human_bytes(memory_in_use())}")
 
     # closing -----------------------------------------------------------------------------------------------------
+    def stop_for_signal(self) -> None:
+        """SIGTERM/SIGINT: no question asked; a running job writes a checkpoint, is marked interrupted, and the
+        app quits once the worker has stopped."""
+        self.services.worker.cancel_all(reason="signal")
+        self.memory_timer.stop()
+        self.services.worker.stop()
+        QApplication.quit()
+
     def closeEvent(self, event: QCloseEvent) -> None:
         worker = self.services.worker
         if not worker.idle and not confirm(self, "Quit UnStar Studio",

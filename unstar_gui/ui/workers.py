@@ -163,8 +163,10 @@ class MlxWorker(QObject):
         self._queue.put((handle.id, handle.name, fn, handle.token))
         return handle
 
-    def cancel_all(self) -> None:
+    def cancel_all(self, reason: str = "user") -> None:
+        """`reason` "signal": the app is being stopped (SIGTERM); jobs end as interrupted, resumable."""
         for handle in list(self._handles.values()):
+            handle.token.cancel(reason=reason)
             handle.cancel()
 
     @property
