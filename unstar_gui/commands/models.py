@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--quantize", type=int, choices=(4, 8), default=None,
                      help="quantize a Hugging Face folder to this many bits while converting")
     imp.add_argument("--copy", action="store_true", help="copy an MLX folder into the data folder")
+    imp.add_argument("--gguf-precision", choices=("auto", "float16", "8", "4"), default="auto",
+                     help="for a GGUF whose weights MLX can't keep as stored (K-quants, Q5_0, IQ...): keep them as "
+                          "float16 or re-quantize to MLX 8/4-bit. auto (default): float16 under 1B parameters, "
+                          "4-bit from 1B; a Q4_0/Q4_1/Q8_0/F16 file stays exactly as stored")
     add_json_flag(imp)
     imp.set_defaults(func=cmd_import)
 
@@ -91,9 +95,18 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ..engine.importers import import_any
+    from ..engine.importers import import_any, import_gguf
 
-    record = import_any(ModelStore(), Path(args.source), args.model_id, quantize_bits=args.quantize, copy=args.copy)
+    source = Path(args.source).expanduser()
+    if args.gguf_precision != "auto":  # import_any only knows the default precision
+        if not source.is_file():
+            from ..engine.errors import InvalidInput
+
+            raise InvalidInput("--gguf-precision applies to .gguf files only.",
+                               "For a Hugging Face folder use --quantize 4 or 8.")
+        record = import_gguf(ModelStore(), source, args.model_id, precision=args.gguf_precision)
+    else:
+        record = import_any(ModelStore(), source, args.model_id, quantize_bits=args.quantize, copy=args.copy)
     if args.json:
         print_json(asdict(record))
     else:

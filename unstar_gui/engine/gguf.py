@@ -281,6 +281,17 @@ def apply_precision(name: str, item: Any, target: str | int) -> dict[str, Any]:
     return {name: item.astype(mx.float16)}
 
 
+def estimate_output_bytes(path: Path, precision: str = "auto") -> int:
+    """Roughly how big the imported folder will be, for the free-space check before anything is written."""
+    gf = open_gguf(Path(path))
+    size = gf.path.stat().st_size
+    target = _target(check_precision(precision), gf)
+    if target == "asis":
+        return int(size * 1.3)  # packed as stored, plus tokenizer files
+    per_value = 2.0 if target == "float16" else target / 8 + 4 / GROUP_SIZE  # codes + float16 scale and bias
+    return int(gf.n_params * per_value) + size // 10
+
+
 def quantization_config(weights: dict[str, Any], config: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """Per-module bits/group size from the packed shapes; returns (config entry, short label)."""
     per_layer: dict[str, tuple[int, int]] = {}

@@ -121,13 +121,25 @@ def _gemma3_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
         "head_dim": head_dim,
         "query_pre_attn_scalar": scalar,
         "sliding_window": int(_get(meta, "gemma3", "attention.sliding_window", 512)),
-        "sliding_window_pattern": 6,
-        "rope_local_base_freq": 10000.0,
+        "sliding_window_pattern": _sliding_period(_get(meta, "gemma3", "attention.sliding_window_pattern", 6)),
+        # Newer llama.cpp files state the local RoPE base; older ones rely on the same fixed 10000.
+        "rope_local_base_freq": float(_get(meta, "gemma3", "rope.freq_base_swa", 10000.0)),
     }
     scaling = _rope_scaling(meta, "gemma3")
     if scaling:
         out["rope_scaling"] = scaling
     return out
+
+
+def _sliding_period(pattern: Any) -> int:
+    """llama.cpp stores the pattern as a period or as one flag per layer (True = sliding); mlx-lm takes a period."""
+    if not isinstance(pattern, list):
+        return int(pattern)
+    period = next((i + 1 for i, sliding in enumerate(pattern) if not sliding), len(pattern) + 1)
+    if any(bool(s) != ((i + 1) % period != 0) for i, s in enumerate(pattern)):
+        raise UnsupportedModel("This Gemma 3 GGUF has an irregular sliding-window layer pattern.",
+                               "Import the model's Hugging Face or MLX folder instead.")
+    return period
 
 
 def _phi3_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
