@@ -68,8 +68,9 @@ def _quant_label(config: dict[str, Any]) -> str:
 
 
 def import_gguf(store: ModelStore, path: Path, model_id: str | None = None, default: bool = False,
-                source: str | None = None) -> ModelRecord:
-    from .gguf import convert_gguf
+                source: str | None = None, precision: str = "auto") -> ModelRecord:
+    """precision: what weights the file stores in types MLX can't keep become (gguf.PRECISIONS)."""
+    from .gguf import check_precision, convert_gguf, estimate_output_bytes
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -77,11 +78,13 @@ def import_gguf(store: ModelStore, path: Path, model_id: str | None = None, defa
     if model_id is not None and store.has(model_id):
         raise InvalidInput(f"A model named '{model_id}' is already installed.",
                            "Choose another id or remove the old one first (`unstar models remove`).")
-    ensure_free_space(store.root, int(path.stat().st_size * 1.3) + 50_000_000, f"importing {path.name}")
+    precision = check_precision(precision)
+    # Reading the header also refuses a corrupt or non-GGUF file before the staging folder exists.
+    ensure_free_space(store.root, estimate_output_bytes(path, precision) + 50_000_000, f"importing {path.name}")
     model_id = model_id or store.unique_id(path.stem.lower())
     staging = _staging(store)
     try:
-        info = convert_gguf(path, staging)
+        info = convert_gguf(path, staging, precision)
         return _finish(store, staging, model_id, architecture=info["architecture"],
                        quantization=info["quantization"], source=source or f"gguf:{path}", default=default,
                        extra={"name": info["name"], "license": info["license"]})
