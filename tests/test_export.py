@@ -425,7 +425,8 @@ def test_force_never_replaces_the_users_own_folder(job, tmp_path, files):
                  lambda: export.export_fused(job["dir"], users, overwrite=True)):
         with pytest.raises(InvalidInput) as exc:
             list(make())
-        assert "UnStar did not export" in exc.value.message and "nothing was written" in exc.value.message
+        assert "holds files UnStar did not export" in exc.value.message
+        assert sorted(files)[0].split("/")[0] in exc.value.message and "nothing was written" in exc.value.message
         assert snapshot(users) == before
     # A marker that is not ours (other JSON) does not vouch for the folder either.
     (users / export.MARKER_NAME).write_text('{"kind": "fused"}')
@@ -434,10 +435,19 @@ def test_force_never_replaces_the_users_own_folder(job, tmp_path, files):
     assert no_leftovers(tmp_path) == []
 
 
+def test_force_keeps_files_added_to_an_earlier_export(job, tmp_path):
+    out = tmp_path / "adapter"
+    drain(export.export_adapters(job["dir"], out))
+    (out / "my-notes.txt").write_text("results from my own runs")
+    with pytest.raises(InvalidInput, match=r"did not export \(my-notes.txt\)"):
+        list(export.export_adapters(job["dir"], out, overwrite=True))
+    assert (out / "my-notes.txt").read_text() == "results from my own runs"
+
+
 def test_gguf_force_replaces_only_files_our_marker_vouches_for(job, tmp_path):
     gguf = tmp_path / "notes.gguf"
     gguf.write_bytes(b"GGUF someone else's model")
-    with pytest.raises(InvalidInput, match="file that UnStar did not export"):
+    with pytest.raises(InvalidInput, match="is a file UnStar did not export"):
         list(export.export_gguf(job["dir"], gguf, overwrite=True))
     assert gguf.read_bytes() == b"GGUF someone else's model"
 
@@ -593,8 +603,15 @@ def test_smollm2_gguf_and_fused_exports(smollm2_dir, tmp_path):
     record = import_gguf(ModelStore(), tmp_path / "smol.gguf", model_id="smol-forgot")
     assert mlx_lm_answer(Path(record.path)) == mlx_lm_answer(smollm2_dir, job["dir"] / "adapters") == job["after"]
 
+    modelfile = parse_modelfile(tmp_path / "smol.Modelfile")
+    assert "SmolLM" in modelfile["SYSTEM"] and "<|im_start|>" in modelfile["TEMPLATE"]  # its default system prompt
+
     done, _ = drain(export.export_fused(job["dir"], tmp_path / "fused"))
     base_q = json.loads((smollm2_dir / "config.json").read_text())["quantization"]
-    assert json.loads((tmp_path / "fused" / "config.json").read_text())["quantization"] == base_q
-    assert any("4-bit (group size 32)" in w for w in done.summary["warnings"])
+    fused_q = json.loads((tmp_path / "fused" / "config.json").read_text())["quantization"]
+    adapted = adapted_layers(job["dir"])
+    # Mixed precision: the base's settings (4-bit, its 8-bit embedding) stay, the adapted layers are unquantized.
+    assert {k: v for k, v in fused_q.items() if k not in adapted} == base_q
+    assert all(fused_q[p] is False for p in adapted) and done.summary["warnings"] == []
+    assert mlx_lm_answer(tmp_path / "fused") == job["after"]
     assert run_mlx_lm_cli(card_command(tmp_path / "fused" / "README.md")) == mlx_lm_answer(tmp_path / "fused")

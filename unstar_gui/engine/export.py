@@ -115,15 +115,18 @@ def _write_marker(path: Path, job: Job, kind: str, files: list[str]) -> None:
                                indent=2), encoding="utf-8")
 
 
-def _looks_replaceable(path: Path, sidecar: Path | None = None) -> bool:
-    """Only an earlier export of ours (or an empty folder) may be replaced: --force must never wipe the user's files.
+def _foreign_files(path: Path, sidecar: Path | None = None) -> list[str]:
+    """What in `path` no export marker of ours vouches for; --force replaces `path` only when this is empty.
 
-    A folder is ours only when it holds our marker (file names like config.json prove nothing: a user's project may
-    have one); a single file only when the sidecar marker of the export it belongs to lists it.
+    A folder is ours only through its marker (file names like config.json prove nothing: a user's project may have
+    one), and only as far as the marker lists its files, so notes someone added to an export folder are not wiped.
+    A single file is ours when the sidecar marker of the export it belongs to lists it.
     """
     if path.is_dir():
-        return not any(path.iterdir()) or _marker_files(path / MARKER_NAME) is not None
-    return sidecar is not None and path.name in (_marker_files(sidecar) or [])
+        names = sorted(p.name for p in path.iterdir())
+        vouched = set(_marker_files(path / MARKER_NAME) or []) | {MARKER_NAME}
+        return [name for name in names if name not in vouched]
+    return [] if sidecar is not None and path.name in (_marker_files(sidecar) or []) else [path.name]
 
 
 def _check_targets(targets: list[Path], overwrite: bool, protected: list[Path], sidecar: Path | None = None) -> None:
@@ -139,10 +142,12 @@ def _check_targets(targets: list[Path], overwrite: bool, protected: list[Path], 
         if not overwrite:
             raise InvalidInput(f"{target} already exists; nothing was written.",
                                "Choose another path, or pass --force (overwrite=True) to replace it.")
-        if not _looks_replaceable(target, sidecar):
-            what = "a folder" if target.is_dir() else "a file"
-            raise InvalidInput(f"{target} is {what} that UnStar did not export (it has no UnStar export marker), so "
-                               "--force does not replace it; nothing was written.",
+        foreign = _foreign_files(target, sidecar)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            what = f"holds files UnStar did not export ({shown})" if target.is_dir() else \
+                "is a file UnStar did not export (no UnStar export marker vouches for it)"
+            raise InvalidInput(f"{target} {what}, so --force does not replace it; nothing was written.",
                                "Choose a new or empty folder, or move those files away yourself first.")
     with _staging(targets[0]):
         pass  # a read-only folder fails here, before minutes of fusing, not at the end
