@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -76,6 +77,10 @@ def shelves(tmp_path, tiny_gguf, tiny_model_dir) -> dict:
     write_manifest(ollama, "library", "escape", "latest",
                    [{"mediaType": MODEL_LAYER, "digest": "sha256:../../../etc/passwd", "size": 5}])
     write_manifest(ollama, "library", "garbled", "latest", "{not json")
+    fifo_digest = "f" * 64  # a named pipe where a blob should be: opening it would hang the search
+    write_manifest(ollama, "library", "pipe", "latest",
+                   [{"mediaType": MODEL_LAYER, "digest": f"sha256:{fifo_digest}", "size": 5}])
+    os.mkfifo(ollama / "blobs" / f"sha256-{fifo_digest}")
     return {"lms": lms, "good": good, "qwen": qwen, "ollama": ollama, "blob": blob, "tiny": tiny_gguf}
 
 
@@ -112,7 +117,8 @@ def test_broken_files_are_listed_as_unreadable_not_raised(shelves):
 
 def test_ollama_library_names_blobs_sizes_and_bad_manifests(shelves):
     found = by_name(discover.find_ollama(shelves["ollama"]))
-    assert sorted(found) == ["escape:latest", "garbled:latest", "gone:latest", "someone/tiny:q8", "tiny:latest"]
+    assert sorted(found) == ["escape:latest", "garbled:latest", "gone:latest", "pipe:latest", "someone/tiny:q8",
+                             "tiny:latest"]
     tiny = found["tiny:latest"]
     assert (tiny.app, tiny.path, tiny.size_bytes) == ("Ollama", str(shelves["blob"]), shelves["tiny"].stat().st_size)
     assert (tiny.architecture, tiny.quantization, tiny.importable) == ("llama", "F32", True)
@@ -120,7 +126,8 @@ def test_ollama_library_names_blobs_sizes_and_bad_manifests(shelves):
     assert found["gone:latest"].reason == "can't read: the file is missing"
     assert found["escape:latest"].reason == "can't read: the manifest's weights digest is malformed"
     assert found["garbled:latest"].reason.startswith("can't read: unreadable manifest")
-    assert not any(found[n].importable for n in ("gone:latest", "escape:latest", "garbled:latest"))
+    assert found["pipe:latest"].reason == "can't read: not a regular file"
+    assert not any(found[n].importable for n in ("gone:latest", "escape:latest", "garbled:latest", "pipe:latest"))
 
 
 def test_default_folders_follow_home_and_ollama_models(shelves, tmp_path, monkeypatch):

@@ -120,6 +120,8 @@ def describe(app: str, name: str, path: Path, suggested_id: str) -> FoundModel:
     except OSError as exc:
         missing = isinstance(exc, FileNotFoundError)
         return FoundModel(size_bytes=0, reason=f"can't read: {'the file is missing' if missing else exc}", **base)
+    if not path.is_file():  # a folder, or a FIFO whose open() would block the search forever
+        return FoundModel(size_bytes=0, reason="can't read: not a regular file", **base)
     try:
         header = read_gguf_header(path)  # bounded: a hostile header ends here as ImportFailed
     except ImportFailed as exc:
