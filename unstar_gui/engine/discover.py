@@ -3,8 +3,8 @@
 LM Studio keeps plain files: <models folder>/<publisher>/<repo>/<file>.gguf, the folder being ~/.lmstudio/models
 (older versions: ~/.cache/lm-studio/models). Ollama keeps content-addressed blobs: a manifest per model and tag at
 <models>/manifests/<registry>/<namespace>/<model>/<tag> (JSON) names, in the layer whose mediaType is
-application/vnd.ollama.image.model, the digest "sha256:<hex>" of the GGUF weights, stored as <models>/blobs/sha256-<hex>;
-<models> is $OLLAMA_MODELS or ~/.ollama/models.
+application/vnd.ollama.image.model, the digest "sha256:<hex>" of the GGUF weights, stored as
+<models>/blobs/sha256-<hex>; <models> is $OLLAMA_MODELS or ~/.ollama/models.
 
 Only each file's GGUF header is read (architecture, file type, tensor types) with the bounded reader of headers.py:
 listing never loads weights, never needs MLX (the desktop app runs it beside the MLX worker, not on it), and a
