@@ -74,6 +74,29 @@ def make_job(job_dir: Path, model_dir: Path, seed: int = 1) -> dict:
     return {"dir": job_dir, "before": before, "after": after, "model_dir": model_dir}
 
 
+def register_base(model_dir: Path) -> None:
+    """Put a job's base model in this test's library: a job loads its base only through the registry."""
+    from unstar_gui.engine.store import ModelRecord, ModelStore
+
+    ModelStore().register(ModelRecord(id=model_dir.name, path=str(model_dir), architecture="llama",
+                                      quantization="", size_bytes=0, source=f"folder:{model_dir}"))
+
+
+@pytest.fixture
+def unstar_home(tmp_path_factory, monkeypatch) -> Path:
+    """The data folder outside tmp_path: these tests check that tmp_path holds nothing but what an export left."""
+    home = tmp_path_factory.mktemp("unstar-home")
+    monkeypatch.setenv("UNSTAR_HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def library(request, unstar_home):
+    for name in ("job", "quantized_job"):
+        if name in request.fixturenames:
+            register_base(request.getfixturevalue(name)["model_dir"])
+
+
 @pytest.fixture(scope="module")
 def job(tiny_model_dir, tmp_path_factory):
     return make_job(tmp_path_factory.mktemp("export-job") / "job", tiny_model_dir)
@@ -303,6 +326,7 @@ def test_gguf_refuses_other_architectures(job, tmp_path):
     data = json.loads((job_dir / "job.json").read_text())
     data["model"]["path"] = str(qwen)
     (job_dir / "job.json").write_text(json.dumps(data))
+    register_base(qwen)
 
     with pytest.raises(UnsupportedModel) as exc:
         list(export.export_gguf(job_dir, tmp_path / "out.gguf"))
@@ -597,6 +621,7 @@ def test_smollm2_gguf_and_fused_exports(smollm2_dir, tmp_path):
     from unstar_gui.engine.store import ModelStore
 
     job = make_job(tmp_path / "job", smollm2_dir)
+    register_base(smollm2_dir)
     drain(export.export_gguf(job["dir"], tmp_path / "smol.gguf"))
     _, meta = mx.load(str(tmp_path / "smol.gguf"), return_metadata=True)
     assert meta["tokenizer.ggml.pre"] == "smollm" and meta["tokenizer.ggml.model"] == "gpt2"

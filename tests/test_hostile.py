@@ -382,7 +382,7 @@ def test_kill_9_at_any_moment_then_resume_finishes_with_a_valid_adapter(tiny_mod
     job = create_forget_job(tiny_request(tmp_path, "killed", steps_per_round=6))
     proc = subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(job.dir), "--json"],
                             env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, text=True)
     seen = False
     for line in proc.stdout:
         ev = json.loads(line)
@@ -391,8 +391,8 @@ def test_kill_9_at_any_moment_then_resume_finishes_with_a_valid_adapter(tiny_mod
             proc.kill()
             seen = True
             break
-    proc.wait()
-    assert seen, f"the job never reached {moment}"
+    _, err = proc.communicate()
+    assert seen, f"the job never reached {moment}: {err[-2000:]}"
     assert effective_status(open_job(job.dir).read()) == "interrupted"
     events = list(resume_forget(job.dir))
     assert isinstance(events[-1], Finished) and open_job(job.dir).status == "done"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import Cancelled, InvalidInput, JobError, ModelNotFound, StorageError, UnsupportedModel
+from .errors import Cancelled, InvalidInput, JobError, StorageError, UnsupportedModel
 from .events import Event, Finished, Log, Progress, StageStarted
 from .fsutil import dir_size, ensure_free_space
 from .jobs import Job, open_job
@@ -62,20 +62,10 @@ def _open_finished_job(job_dir: Path) -> tuple[Job, dict[str, Any], dict[str, An
 
 
 def _base_dir(data: dict[str, Any]) -> Path:
-    """The base model's folder: job.json's recorded path, or the registered model of that id if it moved."""
-    model = data.get("model") or {}
-    path = Path(str(model.get("path") or ""))
-    if model.get("path") and (path / "config.json").exists():
-        return path
-    if model.get("id"):
-        from .store import ModelStore
+    """The base model's folder, vouched for by the registry (jobs.base_model_dir: job.json is untrusted input)."""
+    from .jobs import base_model_dir
 
-        record = ModelStore().resolve(str(model["id"]))  # raises ModelNotFound with the installed ids
-        if (Path(record.path) / "config.json").exists():
-            return Path(record.path)
-    raise ModelNotFound(f"The base model of this job ({model.get('id') or model.get('path') or 'unknown'}) is not "
-                        "on this computer any more.",
-                        "Import that model again (`unstar models import`) under the same id, then export.")
+    return base_model_dir(data)
 
 
 def _status_notes(data: dict[str, Any]) -> Iterator[Event]:
@@ -272,11 +262,12 @@ def _load_fused(base: Path, adapters: Path, dequantize: bool) -> tuple[Any, Any,
     layers' module paths.
     """
     import mlx.core as mx
-    import mlx_lm
     from mlx.utils import tree_unflatten
     from mlx_lm.utils import dequantize_model
 
-    model, tokenizer, config = mlx_lm.load(str(base), adapter_path=str(adapters), return_config=True)
+    from .llm import load_model_files
+
+    model, tokenizer, config = load_model_files(base, adapter_path=str(adapters), return_config=True)
     fused = [(name, m.fuse(dequantize=True)) for name, m in model.named_modules() if hasattr(m, "fuse")]
     if not fused:
         raise JobError("The job's adapter holds no LoRA layers to merge.", "Re-run the forget job.")
