@@ -101,6 +101,7 @@ def test_download_registers_a_model_that_loads_and_answers_like_the_original(fak
     assert record.size_bytes == total and record.architecture == "llama"
     assert record.default  # the first model of an empty library
     assert not staging_dir(ModelStore(), "tiny-dl").exists()
+    assert not list(ModelStore().models_dir.glob(".download-*"))  # no lock file or staging folder is left
     model, tokenizer = load(record.path)
     assert tokenizer.encode("Paris")
     question = ["What is the capital of France?"]
@@ -192,6 +193,7 @@ def test_server_error_mid_download_explains_and_registers_nothing(fake_hub):
     assert nothing_installed(store) and store.list() == []
     kept = partial_bytes(store, "tiny-dl")  # the smaller files arrived before the failing shard
     assert kept > 0 and discard_partial(store, "tiny-dl") == kept and partial_bytes(store, "tiny-dl") == 0
+    assert not list(store.models_dir.glob(".download-*.lock"))  # a failure leaves no lock file either
 
 
 def test_hub_listing_down_explains(fake_hub):
