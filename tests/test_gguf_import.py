@@ -42,12 +42,23 @@ def test_smollm2_import_matches_reference_load(smollm2_dir):
     from mlx_lm.models import llama
 
     from unstar_gui.engine.embedded import embedded_gguf_path
-    from unstar_gui.engine.gguf import build_config, map_tensors, read_gguf
 
     imported, tok = mlx_lm.load(str(smollm2_dir))
-    contents = read_gguf(embedded_gguf_path())
-    config = build_config(contents.metadata, contents.weights)
-    weights = map_tensors(contents.weights, config, unpermute=False)
+    names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+    top = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+    def hf(name: str) -> str:
+        parts = name.split(".")
+        if parts[0] == "blk":
+            return f"model.layers.{parts[1]}.{names[parts[2]]}.{parts[-1]}"
+        return f"{top[parts[0]]}.{parts[-1]}"
+
+    raw = mx.load(str(embedded_gguf_path()))
+    weights = {hf(k): v for k, v in raw.items() if not k.startswith("rope_freqs")}
+    config = json.loads((smollm2_dir / "config.json").read_text())
+    config.pop("quantization", None)
     ref = llama.Model(llama.ModelArgs.from_dict(dict(config, rope_traditional=True)))
     import mlx.nn as nn
 
@@ -84,7 +95,9 @@ def test_truncated_gguf_is_reported_and_nothing_registered(tiny_gguf, tmp_path, 
         import_gguf(store, bad)
     assert "truncated or corrupt" in e.value.message and "again" in e.value.hint
     assert _registry(store) == before
-    assert not [p for p in store.models_dir.iterdir() if p.name.startswith(".import-")]
+    # refused while reading the header, before any staging folder (or even the models folder) exists
+    assert not store.models_dir.exists() or not [p for p in store.models_dir.iterdir()
+                                                  if p.name.startswith(".import-")]
 
 
 def test_not_a_gguf(tmp_path, unstar_home):
