@@ -1,24 +1,18 @@
-"""A lean GGUF header reader: metadata and tensor locations, tensor bytes memory-mapped.
+"""GGUF tensor locations for the importer: the header (parsed by headers.read_gguf_header), tensor bytes
+memory-mapped.
 
 Why not `gguf.GGUFReader`: it builds a numpy view per metadata element, which for a 262k-token vocabulary
-(Gemma 3) takes ~16 s and ~700 MB before a single weight is read. This reads the same header (GGUF v2/v3, the
-layout in ggml's docs/gguf.md) in well under a second. Tensor values are still decoded by llama.cpp's own
-`gguf.quants.dequantize`; this module only finds the bytes.
+(Gemma 3) takes ~16 s and ~700 MB before a single weight is read. Tensor values are still decoded by llama.cpp's
+own `gguf.quants.dequantize`; this module only finds the bytes.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
 from typing import Any
 
-# GGUF metadata value types (ggml docs/gguf.md, `gguf_metadata_value_type`).
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8",
-          12: "<f8"}
-_STRING, _ARRAY = 8, 9
 DEFAULT_ALIGNMENT = 32
 
 
@@ -51,71 +45,14 @@ class GGUFHeader:
     data_start: int
 
 
-class _Cursor:
-    def __init__(self, buf: memoryview) -> None:
-        self.buf, self.pos = buf, 0
-
-    def take(self, n: int) -> memoryview:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise GGUFFormatError(f"header ends early (needed {n} bytes at offset {self.pos})")
-        out = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def scalar(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self) -> str:
-        return bytes(self.take(self.scalar("<Q"))).decode("utf-8", errors="replace")
-
-    def value(self, vtype: int) -> Any:
-        if vtype in _SCALAR:
-            return self.scalar(_SCALAR[vtype])
-        if vtype == _STRING:
-            return self.string()
-        if vtype == _ARRAY:
-            return self.array()
-        raise GGUFFormatError(f"unknown metadata value type {vtype}")
-
-    def array(self) -> list[Any]:
-        import numpy as np
-
-        etype, count = self.scalar("<I"), self.scalar("<Q")
-        if etype in _NUMPY:  # numbers: one read, not one per element
-            dtype = np.dtype(_NUMPY[etype])
-            return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).tolist()
-        return [self.value(etype) for _ in range(count)]
-
-
 def read_header(path: Path) -> GGUFHeader:
-    """Parse the header of the GGUF file at `path` (GGUFFormatError if it is not well formed)."""
-    import mmap
+    """The header of the GGUF file at `path`, parsed by the one bounded reader (headers.read_gguf_header: every
+    length is checked against the file before anything trusts it), with absolute tensor offsets."""
+    from .headers import read_gguf_header
 
-    size = Path(path).stat().st_size
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        cur = _Cursor(memoryview(mm))
-        try:
-            if bytes(cur.take(4)) != b"GGUF":
-                raise GGUFFormatError("no GGUF signature")
-            version = cur.scalar("<I")
-            if version not in (2, 3):
-                raise GGUFFormatError(f"GGUF version {version} (only 2 and 3 are read)")
-            n_tensors, n_kv = cur.scalar("<Q"), cur.scalar("<Q")
-            metadata: dict[str, Any] = {}
-            for _ in range(n_kv):
-                key = cur.string()
-                metadata[key] = cur.value(cur.scalar("<I"))
-            raw = []
-            for _ in range(n_tensors):
-                name = cur.string()
-                dims = tuple(cur.scalar("<Q") for _ in range(cur.scalar("<I")))
-                raw.append((name, dims, cur.scalar("<I"), cur.scalar("<Q")))
-            align = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
-            data_start = (cur.pos + align - 1) // align * align
-        finally:
-            del cur  # release the memoryview before the mmap closes
-    tensors = [TensorInfo(name, dims, ggml_type, data_start + off) for name, dims, ggml_type, off in raw]
-    return GGUFHeader(version=version, metadata=metadata, tensors=tensors, data_start=data_start)
+    h = read_gguf_header(path)
+    tensors = [TensorInfo(t.name, t.dims, t.type, h.data_start + t.offset) for t in h.tensors]
+    return GGUFHeader(version=h.version, metadata=h.metadata, tensors=tensors, data_start=h.data_start)
 
 
 def tensor_nbytes(info: TensorInfo) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import ImportFailed
+from .errors import ImportFailed, UnsupportedModel
 
 # GGUF value types (gguf spec) -> struct format; 8 = string, 9 = array.
 _GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
@@ -36,9 +36,9 @@ SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "
 @dataclass
 class GGUFTensorInfo:
     name: str
-    shape: tuple[int, ...]
+    dims: tuple[int, ...]  # ggml order: dims[0] is the row length
     type: int
-    offset: int
+    offset: int  # from the start of the data section
     nbytes: int
 
 
@@ -52,6 +52,12 @@ class GGUFHeader:
 
 class _Bad(Exception):
     """A bound the file broke; turned into ImportFailed with the file's name."""
+
+
+class _UnknownType(Exception):
+    def __init__(self, name: str, ggml_type: int) -> None:
+        super().__init__(name)
+        self.name, self.ggml_type = name, ggml_type
 
 
 class _Reader:
@@ -72,10 +78,8 @@ class _Reader:
         n = self.unpack("<Q")
         if limit is not None and n > limit:
             raise _Bad(f"a name at byte {self.pos - 8} is {n} bytes long (at most {limit} allowed)")
-        try:
-            return self.read(n).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Bad(f"a text field at byte {self.pos} is not UTF-8") from exc
+        # llama.cpp does not validate UTF-8 either; a stray byte in one token must not refuse the file.
+        return self.read(n).decode("utf-8", errors="replace")
 
 
 def _gguf_value(r: _Reader, vtype: int, depth: int = 0) -> Any:
@@ -116,8 +120,12 @@ def read_gguf_header(path: Path) -> GGUFHeader:
         with open(path, "rb") as fh:
             return _parse_gguf(_Reader(fh, size))
     except _Bad as exc:
-        raise ImportFailed(f"{path.name} is not a valid GGUF file: {exc}.",
+        raise ImportFailed(f"{path.name} is not a valid GGUF file (truncated or corrupt): {exc}.",
                            "The file is damaged or not a model; download it again.") from exc
+    except _UnknownType as exc:
+        raise UnsupportedModel(
+            f"{path.name} uses ggml tensor type {exc.ggml_type} (tensor {exc.name!r}), which this version of the "
+            "gguf package does not know.", "Update it (`pip install -U gguf`), or use a Q4_K_M/Q8_0/F16 file.") from exc
     except OSError as exc:
         raise ImportFailed(f"Could not read {path}: {exc.strerror or exc}.", "Check the file and try again.") from exc
 
@@ -144,7 +152,7 @@ def _parse_gguf(r: _Reader) -> GGUFHeader:
         shape = tuple(r.unpack("<Q") for _ in range(n_dims))
         ttype, offset = r.unpack("<I"), r.unpack("<Q")
         if ttype not in sizes:
-            raise _Bad(f"tensor {name!r} has unknown type {ttype}")
+            raise _UnknownType(name, ttype)
         block, block_bytes = sizes[ttype]
         count = math.prod(shape)
         if count <= 0 or count % block or shape[0] % block:

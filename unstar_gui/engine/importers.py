@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ImportFailed, InvalidInput, StorageError, UnstarError, UnsupportedModel
 from .fsutil import dir_size, ensure_free_space, read_json
-from .headers import read_gguf_header, read_safetensors_header
+from .headers import read_safetensors_header
 from .store import ModelRecord, ModelStore, check_model_id
 
 # config.json's model_type becomes a module name (mlx_lm.models.<type>): only a plain identifier may get there.
@@ -75,9 +75,8 @@ def import_gguf(store: ModelStore, path: Path, model_id: str | None = None, defa
     path = Path(path).expanduser()
     if not path.exists():
         raise ImportFailed(f"No such file: {path}.", "Check the path and try again.")
-    if model_id is not None and store.has(model_id):
-        raise InvalidInput(f"A model named '{model_id}' is already installed.",
-                           "Choose another id or remove the old one first (`unstar models remove`).")
+    if model_id is not None:
+        check_new_id(store, model_id)
     precision = check_precision(precision)
     # Reading the header also refuses a corrupt or non-GGUF file before the staging folder exists.
     ensure_free_space(store.root, estimate_output_bytes(path, precision) + 50_000_000, f"importing {path.name}")
@@ -233,8 +232,9 @@ def import_hf_folder(store: ModelStore, folder: Path, model_id: str | None = Non
 
 
 def import_any(store: ModelStore, path: Path, model_id: str | None = None, quantize_bits: int | None = None,
-               copy: bool = False) -> ModelRecord:
-    """Pick the importer from what `path` is."""
+               copy: bool = False, gguf_precision: str = "auto") -> ModelRecord:
+    """Pick the importer from what `path` is. `gguf_precision` applies to GGUF files, `quantize_bits` to Hugging
+    Face folders."""
     path = Path(path).expanduser()
     if model_id is not None:
         check_new_id(store, model_id)  # before anything is read or written
@@ -246,9 +246,8 @@ def import_any(store: ModelStore, path: Path, model_id: str | None = None, quant
                 if fh.read(4) != b"GGUF":
                     raise ImportFailed(f"{path.name} is neither a GGUF file nor a model folder.",
                                        "Pick a .gguf file or a folder holding config.json and .safetensors files.")
-        read_gguf_header(path)  # bounds first: a hostile header must never reach native code
-        try:
-            return import_gguf(store, path, model_id)
+        try:  # import_gguf reads the header with bounds (headers.py) before anything native sees the file
+            return import_gguf(store, path, model_id, precision=gguf_precision)
         except UnstarError:
             raise
         except Exception as exc:  # mlx, numpy and tokenizers raise many types for a damaged file
@@ -256,6 +255,9 @@ def import_any(store: ModelStore, path: Path, model_id: str | None = None, quant
             raise ImportFailed(f"{path.name} could not be converted ({detail}); nothing was added.",
                                "The file is damaged or laid out in a way UnStar does not know: download it again, "
                                "or import the model's Hugging Face folder.") from exc
+    if gguf_precision != "auto":
+        raise InvalidInput("--gguf-precision applies to .gguf files only.",
+                           "For a Hugging Face folder use --quantize 4 or 8.")
     validate_mlx_folder(path)  # before is_mlx_folder reads any weight header
     if is_mlx_folder(path) and quantize_bits is None:
         return import_mlx_folder(store, path, model_id, copy=copy)
