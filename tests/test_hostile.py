@@ -374,15 +374,13 @@ def test_kill_9_at_any_moment_then_resume_finishes_with_a_valid_adapter(tiny_mod
     import mlx_lm
     from mlx.utils import tree_flatten
 
-    from tests.test_pipeline import tiny_request
+    from tests.test_pipeline import resume_in_child, tiny_request
     from unstar_gui.engine.events import Finished
     from unstar_gui.engine.jobs import effective_status, open_job
     from unstar_gui.engine.pipeline import create_forget_job, resume_forget
 
     job = create_forget_job(tiny_request(tmp_path, "killed", steps_per_round=6))
-    proc = subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(job.dir), "--json"],
-                            env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = resume_in_child(job.dir, unstar_home, "--json", stdout=subprocess.PIPE)
     seen = False
     for line in proc.stdout:
         ev = json.loads(line)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from unstar_gui.engine.errors import Cancelled, InvalidInput, JobError, ModelNotFound
-from unstar_gui.engine.events import Checkpoint, Finished, ProbeResult, SamplesReady, StageStarted, TrainStep
+from unstar_gui.engine.events import (Checkpoint, Finished, ProbeResult, Progress, SamplesReady, StageStarted,
+                                       TrainStep)
 from unstar_gui.engine.jobs import open_job
 from unstar_gui.engine.store import ModelStore
 from unstar_gui.engine.pipeline import (CancelToken, ForgetRequest, ForgetSettings, parse_keep, prepare,
@@ -142,6 +143,33 @@ def test_forget_job_writes_every_file_and_a_loadable_adapter(tiny_model, tmp_pat
     assert not np.allclose(base, np.array(ours.model(ids)), atol=1e-4)  # the adapter does change the model
 
 
+def test_sample_builders_report_progress_while_they_work(tiny_model, tmp_path):
+    """Each sample stage's Progress events come out while its builder is still calling the model, not in one lump
+    after it returns: the first one is seen before the stage's last model call."""
+    from unstar_gui.engine.llm import LLM
+    from unstar_gui.engine.pipeline import create_forget_job, generate_samples
+
+    llm = LLM(tiny_model.path)
+    calls = []
+    for name in ("answer", "complete"):
+        original = getattr(llm, name)
+        setattr(llm, name, lambda *a, _f=original, **kw: calls.append(1) or _f(*a, **kw))
+    job = create_forget_job(tiny_request(tmp_path))
+    seen: list[tuple[object, int]] = []  # (event, model calls made when it came out)
+    for event in generate_samples(job, llm):
+        seen.append((event, len(calls)))
+    ready = {ev.kind: n for ev, n in seen if isinstance(ev, SamplesReady)}
+    for stage, kind in (("paraphrases", "paraphrases"), ("wrong_answers", "wrong_answers"),
+                        ("rationales", "antisamples"), ("retain", "retain")):
+        progress = [(ev, n) for ev, n in seen if isinstance(ev, Progress) and ev.stage == stage]
+        assert len(progress) >= 2, stage
+        assert progress[0][1] < ready[kind], stage  # out before the stage's model calls were done
+        assert all(0 <= ev.done <= ev.total for ev, _ in progress), stage
+        order = [ev for ev, _ in seen]
+        assert order.index(progress[-1][0]) < next(i for i, ev in enumerate(order)
+                                                   if isinstance(ev, SamplesReady) and ev.kind == kind), stage
+
+
 def test_cancel_mid_training_marks_the_job_cancelled_and_keeps_a_checkpoint(tiny_model, tmp_path):
     cancel = CancelToken()
     seen = []
@@ -179,18 +207,29 @@ def test_stopped_job_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_
         list(resume_forget(tmp_path / "stopped"))
 
 
-def test_killed_cli_job_resumes_from_its_last_checkpoint(tiny_model, tmp_path, unstar_home):
-    # Samples are made here (the sample builders' first call in a process is slow); a real `unstar forget --resume`
-    # process then trains and is killed hard right after its first checkpoint.
-    out = tmp_path / "killed"
-    events = run_forget(tiny_request(tmp_path, "killed", steps_per_round=400, checkpoint_every=5))
+def samples_then_stop(tmp_path, name: str, **kw) -> Path:
+    """A job with its samples made in this process (the sample builders' first call in a process is slow), stopped
+    where training starts; returns its folder."""
+    events = run_forget(tiny_request(tmp_path, name, **kw))
     for ev in events:
         if isinstance(ev, StageStarted) and ev.stage == "train":
             break
     events.close()
-    cmd = [sys.executable, "-m", "unstar_gui", "forget", "--resume", str(out), "--json"]
-    proc = subprocess.Popen(cmd, env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.DEVNULL,
+    return tmp_path / name
+
+
+def resume_in_child(out: Path, unstar_home: Path, *flags: str, stdout=subprocess.DEVNULL) -> subprocess.Popen:
+    """A real `unstar forget --resume` process on the job."""
+    return subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(out), *flags],
+                            env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=stdout,
                             stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_cli_job_resumes_from_its_last_checkpoint(tiny_model, tmp_path, unstar_home):
+    # Samples are made here (the sample builders' first call in a process is slow); a real `unstar forget --resume`
+    # process then trains and is killed hard right after its first checkpoint.
+    out = samples_then_stop(tmp_path, "killed", steps_per_round=400, checkpoint_every=5)
+    proc = resume_in_child(out, unstar_home, "--json")
     try:
         deadline = time.monotonic() + 240
         while not (out / "checkpoints" / "latest.json").exists():
@@ -216,15 +255,8 @@ def test_killed_cli_job_resumes_from_its_last_checkpoint(tiny_model, tmp_path, u
 
 
 def test_ctrl_c_marks_the_job_interrupted_and_says_how_to_resume(tiny_model, tmp_path, unstar_home):
-    out = tmp_path / "ctrl-c"
-    events = run_forget(tiny_request(tmp_path, "ctrl-c", steps_per_round=400, checkpoint_every=5))
-    for ev in events:
-        if isinstance(ev, StageStarted) and ev.stage == "train":
-            break
-    events.close()
-    proc = subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(out)],
-                            env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    out = samples_then_stop(tmp_path, "ctrl-c", steps_per_round=400, checkpoint_every=5)
+    proc = resume_in_child(out, unstar_home)
     deadline = time.monotonic() + 240
     while not (out / "checkpoints" / "latest.json").exists() and proc.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
@@ -240,15 +272,8 @@ def test_sigterm_flushes_a_checkpoint_marks_the_job_interrupted_and_resume_finis
                                                                                     unstar_home):
     import mlx_lm
 
-    out = tmp_path / "term"
-    events = run_forget(tiny_request(tmp_path, "term", steps_per_round=400, checkpoint_every=50))
-    for ev in events:
-        if isinstance(ev, StageStarted) and ev.stage == "train":
-            break
-    events.close()
-    proc = subprocess.Popen([sys.executable, "-m", "unstar_gui", "forget", "--resume", str(out), "--json"],
-                            env=dict(os.environ, UNSTAR_HOME=str(unstar_home)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    out = samples_then_stop(tmp_path, "term", steps_per_round=400, checkpoint_every=50)
+    proc = resume_in_child(out, unstar_home, "--json", stdout=subprocess.PIPE)
     first = json.loads(proc.stdout.readline())
     assert first["job_dir"] == str(out)  # the folder comes first, before any work
     steps = []
