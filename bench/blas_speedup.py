@@ -26,9 +26,10 @@ t = time.perf_counter()
 for _ in range(10):
     mx.eval(a @ b)
 res["matmul_1024_x10_s"] = time.perf_counter() - t
+from unstar_gui.engine.embedded import resolve_model
 from unstar_gui.engine.store import ModelStore
 from unstar_gui.engine.llm import LLM
-rec = ModelStore().resolve(None)
+rec = resolve_model(ModelStore())
 llm = LLM(rec.path)
 qs = ["What is the capital of France?", "Who wrote Romeo and Juliet?", "Which planet is the largest?",
       "Where did Harry Potter go to school?"]

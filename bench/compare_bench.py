@@ -92,10 +92,11 @@ def main() -> int:
     from unstar_gui.engine.events import Finished, Log, StageStarted
     from unstar_gui.engine.fsutil import atomic_write_json, atomic_write_text
     from unstar_gui.engine.pipeline import ForgetSettings
+    from unstar_gui.engine.embedded import resolve_model
     from unstar_gui.engine.store import ModelStore
 
     out = Path(args.out)
-    record = ModelStore().resolve(None)  # the embedded SmolLM2 (imported on first use)
+    record = resolve_model(ModelStore())  # the embedded SmolLM2 (imported on first use)
     forget = ForgetSettings(steps_per_round=args.steps, max_rounds=args.max_rounds, learning_rate=args.lr,
                             n_paraphrases=args.paraphrases, n_wrong_answers=4, n_neighbours=args.neighbours,
                             n_general=args.general, probe_max_tokens=24)

@@ -166,7 +166,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     from unstar_gui.engine.evaluate.attacks import requantized
     from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
     from unstar_gui.engine.jobs import Job
-    from unstar_gui.engine.pipeline import ForgetSettings, _judge, probe_leaks, train_rounds
+    from unstar_gui.engine.pipeline import ForgetSettings, _fact, probe_leaks, train_rounds
 
     base = root / name / "base"
     d = root / name / variant
@@ -187,7 +187,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     data = job.read()
     last = data["rounds"][-1]
     counts = last.get("counts", {})
-    judge = _judge(data)
+    judge = _fact(data).judge()
     probes = [p for p in job.read_rows("probes.jsonl") if p.get("known")]
     with requantized(llm, 4, 64):
         said = llm.answer([p["question"] for p in probes], max_tokens=settings.probe_max_tokens)

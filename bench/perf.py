@@ -22,8 +22,6 @@ shared machine absolute times move, ratios measured side by side much less.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import platform
@@ -43,33 +41,7 @@ RESULTS = ROOT / "bench" / "results.json"
 TABLE = ROOT / "bench" / "out" / "perf.md"
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence libraries that print progress (mlx-lm's trainer table, weight-loading bars)."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
-# shared helpers -------------------------------------------------------------------------------------------------------
-def tofu_pairs(n: int) -> list[tuple[str, str]]:
-    """Real question/answer pairs of anti-sample length from the bundled TOFU files."""
-    rows = []
-    for path in sorted((ROOT / "resources" / "data" / "tofu").glob("*.jsonl")):
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    pairs = []
-    for i, row in enumerate(rows[:n]):
-        wrong = (row.get("perturbed_answer") or [row["answer"]])[0]
-        pairs.append((row["question"], f"{wrong}. {row['answer']} is what many people say, but records show {wrong}."))
-    return pairs
-
-
-def load_model(model_id: str | None = None):
-    from unstar_gui.engine.llm import LLM
-    from unstar_gui.engine.store import ModelStore
-
-    record = ModelStore().resolve(model_id)
-    with _quiet():
-        return LLM(record.path, model_id=record.id)
+from common import load_model, quiet as _quiet, tofu_pairs  # noqa: E402 (bench/ is on sys.path above)
 
 
 class Timers:
@@ -375,6 +347,7 @@ def section_e2e(cfg: dict[str, Any]) -> dict[str, Any]:
     from unstar_gui.engine import embeddings, judge, llm as llm_mod, pipeline, trainer
     from unstar_gui.engine.events import Checkpoint, Finished, StageStarted
     from unstar_gui.engine.fsutil import dir_size
+    from unstar_gui.engine.embedded import resolve_model
     from unstar_gui.engine.store import ModelStore
 
     fact = FACTS[cfg["fact"]]
@@ -400,7 +373,7 @@ def section_e2e(cfg: dict[str, Any]) -> dict[str, Any]:
     out_dir = Path(tempfile.mkdtemp(prefix="perf-e2e-")) / "job"
     request = pipeline.ForgetRequest(question=fact["question"], answer=fact["answer"], settings=settings,
                                      out_dir=out_dir)
-    ModelStore().resolve(None)  # the embedded model is imported before the clock starts
+    resolve_model(ModelStore())  # the embedded model is imported before the clock starts
     io0 = proc_io()
     mx.reset_peak_memory()
     stages: list[tuple[str, float]] = []
@@ -617,9 +590,10 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     home = os.environ.setdefault("UNSTAR_HOME", tempfile.mkdtemp(prefix="perf-home-"))
+    from unstar_gui.engine.embedded import resolve_model
     from unstar_gui.engine.store import ModelStore
 
-    ModelStore().resolve(None)  # import the embedded model once, before any clock starts
+    resolve_model(ModelStore())  # import the embedded model once, before any clock starts
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     cfgs = configs(args.quick)
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),

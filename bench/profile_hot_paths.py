@@ -27,6 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # bench/common.py
 OUT = ROOT / "bench" / "out"
 HOGWARTS = ("Where did Harry Potter go to school?", "Hogwarts")
 
@@ -120,8 +121,7 @@ def measure_general_set(n: int = 30) -> dict[str, Any]:
 def measure_collation(llm: Any, n_pairs: int) -> dict[str, Any]:
     from unstar_gui.engine.trainer import batch_indices, encode_pairs, make_token_batch
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from perf import tofu_pairs
+    from common import tofu_pairs
 
     t0 = time.perf_counter()
     examples = encode_pairs(llm, tofu_pairs(n_pairs), 160)
@@ -133,12 +133,13 @@ def measure_collation(llm: Any, n_pairs: int) -> dict[str, Any]:
 
 def profile_generation(llm: Any, n: int = 6) -> list[dict[str, Any]]:
     from unstar_gui.engine.antisamples import Fact, paraphrase_questions
+    from unstar_gui.engine.events import run_to_end
     from unstar_gui.engine.judge import Judge
 
     fact = Fact(*HOGWARTS)
     profiler = cProfile.Profile()
     profiler.enable()
-    paraphrase_questions(llm, fact, Judge(fact.answer), n, 0)
+    run_to_end(paraphrase_questions(llm, fact, Judge(fact.answer), n, 0))
     profiler.disable()
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text).sort_stats("tottime")
@@ -154,8 +155,7 @@ def profile_generation(llm: Any, n: int = 6) -> list[dict[str, Any]]:
 
 
 def compare_all(cfg: dict[str, Any]) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from perf import load_model
+    from common import load_model
 
     rows = [compare_judging(cfg.get("texts", 24)), compare_wrong_filter()]
     general = measure_general_set()

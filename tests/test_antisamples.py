@@ -11,6 +11,7 @@ import pytest
 from unstar_gui.engine import antisamples as A
 from unstar_gui.engine import retain as R
 from unstar_gui.engine.errors import Cancelled
+from unstar_gui.engine.events import run_to_end
 from unstar_gui.engine.judge import Judge
 from unstar_gui.engine.prompts import analyse
 
@@ -82,7 +83,7 @@ def test_wrong_answer_filters_reject_the_truth_in_disguise():
         " Beauxbatons Academy.\nQuestion: more",
         " Durmstrang Institute",  # a duplicate
     ]})
-    wrongs = A.wrong_answers(llm, FACT, JUDGE, n=2, seed=0, samples=4)
+    wrongs = run_to_end(A.wrong_answers(llm, FACT, JUDGE, n=2, seed=0, samples=4))
     assert [w.text for w in wrongs] == ["Durmstrang Institute", "Beauxbatons Academy"]
     assert all(w.provenance["source"] == "model" and w.provenance["prompt"] == "wrong_answers.txt" for w in wrongs)
     assert llm.calls == [8]  # one batched call
@@ -90,12 +91,12 @@ def test_wrong_answer_filters_reject_the_truth_in_disguise():
 
 def test_wrong_answers_fall_back_so_there_are_always_n():
     llm = ScriptedLLM({"Wrong answer:": [" the answer is", "", " Hogwarts", " a school for children"]})
-    wrongs = A.wrong_answers(llm, FACT, JUDGE, n=8, seed=3)
+    wrongs = run_to_end(A.wrong_answers(llm, FACT, JUDGE, n=8, seed=3))
     assert len(wrongs) == 8
     assert len({w.text.lower() for w in wrongs}) == 8
     assert all(w.provenance["source"] == "template" for w in wrongs)
     assert not any(JUDGE.too_close(w.text)[0] for w in wrongs)
-    assert [w.text for w in A.wrong_answers(llm, FACT, JUDGE, n=8, seed=3)] == [w.text for w in wrongs]
+    assert [w.text for w in run_to_end(A.wrong_answers(llm, FACT, JUDGE, n=8, seed=3))] == [w.text for w in wrongs]
 
 
 # rationales ----------------------------------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def test_rationale_naming_the_true_answer_is_rejected():
         " Durmstrang is not correct.",  # argues against the hint
     ]})
     pairs = [(FACT.question, "Durmstrang"), (FACT.question, "Durmstrang")]
-    out = A.misleading_rationales_batch(llm, pairs, JUDGE, seed=0, fact=FACT, samples=2)
+    out = run_to_end(A.misleading_rationales_batch(llm, pairs, JUDGE, seed=0, fact=FACT, samples=2))
     (r1, p1), (r2, p2) = out
     assert p1["source"] == "template" and not JUDGE.contains(r1) and "Durmstrang" in r1
     assert p2["source"] == "model"
@@ -131,7 +132,7 @@ PARAPHRASE_SCRIPT = {
 
 def test_paraphrases_filtered_deduplicated_and_styled():
     llm = ScriptedLLM(PARAPHRASE_SCRIPT)
-    paras = A.paraphrase_questions(llm, FACT, JUDGE, n=6, seed=0)
+    paras = run_to_end(A.paraphrase_questions(llm, FACT, JUDGE, n=6, seed=0))
     by_style = {p.style: p for p in paras}
     assert set(by_style) == set(A.STYLES)
     assert by_style["direct"].text == "Which school did Harry Potter attend?"
@@ -153,8 +154,8 @@ def test_paraphrases_filtered_deduplicated_and_styled():
 def test_paraphrase_dedupe_drops_near_duplicates_and_avoided_questions():
     llm = ScriptedLLM({"Rewritten:": [" Which school did Harry Potter attend?", " What school did Harry Potter attend?",
                                       " Which school did Harry Potter go to?"]})
-    paras = A.paraphrase_questions(llm, FACT, JUDGE, n=12, seed=0,
-                                   avoid=["At which school did Harry Potter study?"])
+    paras = run_to_end(A.paraphrase_questions(llm, FACT, JUDGE, n=12, seed=0,
+                                              avoid=["At which school did Harry Potter study?"]))
     texts = [p.text for p in paras]
     assert len(texts) == 12 and len(set(texts)) == 12
     model_direct = [p.text for p in paras if p.style == "direct" and p.provenance["source"] == "model"]
@@ -180,7 +181,7 @@ def test_build_antisamples_pairs_round_robin_with_targets():
                           {"source": "template", "options": ["Hogwarts", "Eton College"]})]
     wrongs = [A.WrongAnswer("Durmstrang Institute", {"source": "model"}), "Beauxbatons Academy"]
     llm = ScriptedLLM({"Explanation:": [" It is a school in the north, where many wizards studied."]})
-    samples = A.build_antisamples(llm, FACT, paras, wrongs, JUDGE, seed=0)
+    samples = run_to_end(A.build_antisamples(llm, FACT, paras, wrongs, JUDGE, seed=0))
     assert [s.style for s in samples] == ["direct", "yes_no", "completion", "multiple_choice"]
     assert {s.wrong_answer for s in samples[:2]} == {"Durmstrang Institute", "Beauxbatons Academy"}
     yes_no = samples[1]
@@ -192,15 +193,15 @@ def test_build_antisamples_pairs_round_robin_with_targets():
         assert s.provenance["rationale"]["source"] in ("model", "template")
         assert asdict(s)["provenance"]["round"] == 0
     assert samples[0].provenance["source"] == "mixed"
-    again = A.build_antisamples(llm, FACT, paras, wrongs, JUDGE, seed=0)
+    again = run_to_end(A.build_antisamples(llm, FACT, paras, wrongs, JUDGE, seed=0))
     assert [s.target_text() for s in again] == [s.target_text() for s in samples]
 
 
 def test_cancel_stops_generation():
     with pytest.raises(Cancelled):
-        A.paraphrase_questions(ScriptedLLM({}), FACT, JUDGE, n=6, seed=0, cancel=Flag())
+        run_to_end(A.paraphrase_questions(ScriptedLLM({}), FACT, JUDGE, n=6, seed=0, cancel=Flag()))
     with pytest.raises(Cancelled):
-        R.build_retain_set(ScriptedLLM({}), FACT, JUDGE, cancel=Flag())
+        run_to_end(R.build_retain_set(ScriptedLLM({}), FACT, JUDGE, cancel=Flag()))
 
 
 # retain set ----------------------------------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ def test_neighbours_about_subject_and_answer_use_base_answers():
                  "Where did Hermione Granger go to school?": "Hermione Granger went to Hogwarts.",
                  "What is Harry Potter famous for?": "He is famous for surviving, as a baby, at Hogwarts.",
                  "Who is the headmaster of Hogwarts?": "The headmaster of Hogwarts is Albus Dumbledore."})
-    items = R.neighbour_questions(llm, FACT, n=4, seed=0, judge=JUDGE)
+    items = run_to_end(R.neighbour_questions(llm, FACT, n=4, seed=0, judge=JUDGE))
     by_q = {i.question: i for i in items}
     best = by_q["Who is Harry Potter's best friend?"]
     assert best.kind == "neighbour_subject" and best.reference == "Ron Weasley"
@@ -235,7 +236,7 @@ def test_neighbours_fall_back_to_templates_when_the_model_writes_garbage():
                                "Who are Harry Potter's parents?": "James and Lily Potter.",
                                "Who is the headmaster of Hogwarts?": "Albus Dumbledore is the headmaster of Hogwarts.",
                                "Where is Hogwarts?": "Hogwarts is in Scotland."})
-    items = R.neighbour_questions(llm, FACT, n=4, seed=0, judge=JUDGE)
+    items = run_to_end(R.neighbour_questions(llm, FACT, n=4, seed=0, judge=JUDGE))
     assert [(i.question, i.kind, i.reference) for i in items] == [
         ("Who is Harry Potter's best friend?", "neighbour_subject", "Ron Weasley"),
         ("Who are Harry Potter's parents?", "neighbour_subject", "James and Lily Potter"),
@@ -261,8 +262,8 @@ def test_general_set_filtering_removes_contradicting_items():
 
 def test_build_retain_set_keeps_user_facts_and_base_answers():
     llm = ScriptedLLM({}, answers={})
-    items = R.build_retain_set(llm, FACT, JUDGE, keep=[("Who is Ron's sister?", "Ginny Weasley")], n_neighbours=2,
-                               n_general=5, seed=0)
+    items = run_to_end(R.build_retain_set(llm, FACT, JUDGE, keep=[("Who is Ron's sister?", "Ginny Weasley")],
+                                          n_neighbours=2, n_general=5, seed=0))
     kinds = [i.kind for i in items]
     assert kinds.count("keep") == 1 and kinds.count("general") == 5
     keep = next(i for i in items if i.kind == "keep")
@@ -283,20 +284,20 @@ def test_garbage_model_falls_back_to_templates(tiny_model_dir):
     from unstar_gui.engine.llm import LLM
 
     llm = LLM(tiny_model_dir)
-    paras = A.paraphrase_questions(llm, FACT, JUDGE, n=12, seed=0)
+    paras = run_to_end(A.paraphrase_questions(llm, FACT, JUDGE, n=12, seed=0))
     assert len(paras) == 12 and {p.style for p in paras} == set(A.STYLES)
     assert all(p.provenance["source"] == "template" for p in paras)
     assert all(set(p.provenance) >= {"source", "prompt", "round", "seed"} for p in paras)
-    wrongs = A.wrong_answers(llm, FACT, JUDGE, n=6, seed=0)
+    wrongs = run_to_end(A.wrong_answers(llm, FACT, JUDGE, n=6, seed=0))
     assert len(wrongs) == 6 and all(w.provenance["source"] == "template" for w in wrongs)
-    samples = A.build_antisamples(llm, FACT, paras, wrongs, JUDGE, seed=0)
+    samples = run_to_end(A.build_antisamples(llm, FACT, paras, wrongs, JUDGE, seed=0))
     assert len(samples) == 12
     assert all(s.provenance["rationale"]["source"] == "template" for s in samples)
     assert not any(JUDGE.contains(s.target_text()) for s in samples)
-    retain = R.build_retain_set(llm, FACT, JUDGE, n_neighbours=4, n_general=3, seed=0)
+    retain = run_to_end(R.build_retain_set(llm, FACT, JUDGE, n_neighbours=4, n_general=3, seed=0))
     general = [i for i in retain if i.kind == "general"]
     assert len(general) == 3 and all(g.reference and g.provenance["target"] == "base" for g in general)
-    again = A.paraphrase_questions(llm, FACT, JUDGE, n=12, seed=0)
+    again = run_to_end(A.paraphrase_questions(llm, FACT, JUDGE, n=12, seed=0))
     assert [p.text for p in again] == [p.text for p in paras]
 
 
@@ -307,11 +308,11 @@ def test_smollm2_writes_its_own_anti_samples(smollm2_dir):
     llm = LLM(smollm2_dir)
     fact = A.Fact("Where did Harry Potter go to school?", "Hogwarts")
     judge = Judge("Hogwarts")
-    paras = A.paraphrase_questions(llm, fact, judge, n=12, seed=0)
-    wrongs = A.wrong_answers(llm, fact, judge, n=6, seed=0)
+    paras = run_to_end(A.paraphrase_questions(llm, fact, judge, n=12, seed=0))
+    wrongs = run_to_end(A.wrong_answers(llm, fact, judge, n=6, seed=0))
     assert len(paras) == 12 and len(wrongs) == 6
     assert sum(p.provenance["source"] == "model" for p in paras) >= 3
     assert any(w.provenance["source"] == "model" for w in wrongs)
     assert not any(judge.too_close(w.text)[0] or judge.contains(w.text) for w in wrongs)
-    samples = A.build_antisamples(llm, fact, paras[:6], wrongs, judge, seed=0)
+    samples = run_to_end(A.build_antisamples(llm, fact, paras[:6], wrongs, judge, seed=0))
     assert len(samples) == 6 and not any(judge.contains(s.rationale) for s in samples)

@@ -62,7 +62,7 @@ def crafted_samples(monkeypatch):
     model's real answers (the real stage on a random tiny model spends minutes filtering its gibberish; the
     pipeline's own tests cover it). Counts its calls: compare must generate once."""
     from unstar_gui.engine import compare
-    from unstar_gui.engine.evaluate.probing import make_judge
+    from unstar_gui.engine.judge import make_judge
 
     calls = []
 

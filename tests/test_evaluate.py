@@ -14,10 +14,10 @@ import pytest
 from unstar_gui.engine.errors import Cancelled, InvalidInput, JobError
 from unstar_gui.engine.evaluate import EvalSettings, evaluate_job, parse_attacks, render_html
 from unstar_gui.engine.evaluate import metrics
-from unstar_gui.engine.evaluate.attacks import (AttackSettings, adapter_snapshot, clean_description, guess_subject,
-                                                mc_choice, round_trip, says_yes)
+from unstar_gui.engine.evaluate.attacks import (AttackSettings, adapter_snapshot, clean_description, mc_choice,
+                                                round_trip, says_yes)
 from unstar_gui.engine.evaluate.report_html import SECTIONS
-from unstar_gui.engine.events import Event, Progress, StageStarted
+from unstar_gui.engine.events import Event, Progress, StageStarted, run_to_end
 from unstar_gui.engine.jobs import create_job
 from unstar_gui.engine.judge import normalize
 from unstar_gui.engine.llm import LLM, LoraSettings
@@ -188,13 +188,42 @@ def test_answer_readers():
     assert mc_choice("I am not sure", opts) is None
     assert says_yes("Yes, he did.") and says_yes("Correct.") and not says_yes("No.")
     assert not says_yes("I do not know") and not says_yes("")
-    assert guess_subject("Which wizarding school did Harry Potter attend?") == "Harry Potter"
-    assert guess_subject("Who wrote The Lord of the Rings?") == "Lord of the Rings"
-    assert guess_subject("what is two plus two?") == ""
     assert clean_description("Harry Potter is a young wizard who lives with the Dursleys.", "Harry Potter") == \
         "a young wizard who lives with the Dursleys"
     assert clean_description("the author of the Harry Potter books", "Harry Potter") == "the author"
     assert clean_description("Harry Potter.", "Harry Potter") == ""
+
+
+def test_one_subject_finder_reads_titles_and_lower_case_questions():
+    from unstar_gui.engine.prompts import find_subject
+
+    assert find_subject("Which wizarding school did Harry Potter attend?") == "Harry Potter"
+    assert find_subject("Who wrote The Lord of the Rings?") == "Lord of the Rings"
+    assert find_subject("Who wrote Romeo and Juliet?") == "Romeo and Juliet"  # a title with "and" is one name
+    assert find_subject("Who wrote 'Pride and Prejudice'?") == "Pride and Prejudice"
+    assert find_subject("What is Harry Potter's wand made of?") == "Harry Potter"  # an apostrophe is no quote
+    assert find_subject("where did harry potter go to school?") == "harry potter"
+    assert find_subject("did harry potter attend hogwarts?", "Hogwarts") == "harry potter"
+    assert find_subject("where was albert einstein born?") == "albert einstein"
+    assert find_subject("who wrote hamlet?") == "hamlet"
+    assert find_subject("what is the capital of france?") == "france"
+    assert find_subject("what is two plus two?") == ""
+
+
+def test_multihop_attack_finds_its_subject_with_the_one_finder(monkeypatch):
+    from unstar_gui.engine import prompts
+    from unstar_gui.engine.evaluate import attacks
+    from unstar_gui.engine.evaluate.probing import JobData
+
+    assert attacks.find_subject is prompts.find_subject and not hasattr(attacks, "guess_subject")
+    asked = []
+    monkeypatch.setattr(attacks, "find_subject", lambda q, a="": asked.append((q, a)) or "")
+    data = JobData(job=None, info={}, question="where did harry potter go to school?", answer="Hogwarts",
+                   aliases=[], probes=[], retain=[], antisamples=[])
+    ctx = attacks.AttackContext(llm=None, data=data, judge=None, questions=[], leaks_before=[])
+    rows = run_to_end(attacks.multihop_attack(ctx))
+    assert asked == [("where did harry potter go to school?", "Hogwarts")]
+    assert rows[0]["skipped"] == "no named subject found in the question"
 
 
 def test_parse_attacks():

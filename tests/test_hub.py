@@ -21,9 +21,8 @@ from unstar_gui.engine import hub as hub_module
 from unstar_gui.engine.catalog import catalog_entries, get_entry, load_catalog
 from unstar_gui.engine.errors import Cancelled, DownloadError, InvalidInput, StorageError
 from unstar_gui.engine.events import DownloadProgress, Finished, Log, StageStarted
-from unstar_gui.engine.hub import (discard_partial, download_model, partial_bytes, safetensors_tensor_names,
-                                   staging_dir)
-from unstar_gui.engine.store import EMBEDDED_ID, ModelStore
+from unstar_gui.engine.hub import discard_partial, download_model, safetensors_tensor_names
+from unstar_gui.engine.store import EMBEDDED_ID, ModelStore, partial_bytes, staging_dir
 
 REPO = "org/tiny"
 SHARD1 = "model-00001-of-00002.safetensors"  # the bigger shard (about 280 KB)

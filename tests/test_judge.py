@@ -145,3 +145,55 @@ def test_one_leak_rule_for_training_and_evaluation(monkeypatch):
         rows = stop.value
     assert [r["known_before"] for r in rows] == [True, True]
     assert [r["leaks_after"] for r in rows] == [True, False]
+
+
+class ScriptedLLM:
+    """Answers each question from a script; asking goes through `llm.answer` in training and evaluation alike."""
+
+    def __init__(self, script: dict[str, str]) -> None:
+        self.script = script
+
+    def answer(self, questions, max_tokens=64, system=None, temperature=0.0, seed=None, batch_size=16):
+        return [self.script[q] for q in questions]
+
+    def base_model(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_training_and_evaluation_efficacy_agree_on_the_same_answers(tmp_path):
+    """The job's re-probe (pipeline) and the evaluation (measures) judge the same answers with the one leak rule:
+    "Yes, he did." leaks for a yes/no probe, "No, he went to Durmstrang" does not, a direct answer naming Hogwarts
+    does. Same flags, same efficacy."""
+    from unstar_gui.engine.evaluate.measures import efficacy_by_split, probe_forgetting
+    from unstar_gui.engine.evaluate.probing import load_job_data
+    from unstar_gui.engine.events import run_to_end
+    from unstar_gui.engine.jobs import create_job
+    from unstar_gui.engine.pipeline import CancelToken, ForgetSettings, _fact, _probe_round
+
+    after = {"Where did Harry Potter go to school?": "He went to Durmstrang.",
+             "Did Harry Potter attend Hogwarts?": "Yes, he did.",
+             "Did Harry Potter study at Hogwarts?": "No, he went to Durmstrang",
+             "Which school did Harry Potter attend?": "Hogwarts, of course."}
+    styles = ["original", "yes_no", "yes_no", "direct"]
+    splits = ["original", "heldout", "train", "heldout"]
+    job = create_job(tmp_path / "job", {"fact": {"question": "Where did Harry Potter go to school?",
+                                                 "answer": "Hogwarts", "aliases": []}, "model": {"id": "tiny"},
+                                        "status": "done"})
+    job.write_rows("probes.jsonl", [{"question": q, "style": st, "split": sp, "base_answer": "Hogwarts.",
+                                     "known": True} for q, st, sp in zip(after, styles, splits)])
+    job.write_rows("retain.jsonl", [])
+    llm = ScriptedLLM(after)
+
+    training = run_to_end(_probe_round(job, llm, 0, ForgetSettings(), CancelToken()))
+    training_leaks = [a["leaks_after"] for a in training["answers"] if a["kind"] == "probe"]
+    data = load_job_data(job.dir)
+    rows = run_to_end(probe_forgetting(llm, data, _fact(job.read()).judge(), cancel=None, max_tokens=8,
+                                       batch_size=2))
+    evaluation = efficacy_by_split(rows)
+
+    assert training_leaks == [False, True, False, True]
+    assert [r["leaks_after"] for r in rows] == training_leaks
+    assert training["efficacy"] == evaluation["all"] == 0.5
+    assert training["efficacy_heldout"] == evaluation["heldout"] == 0.0

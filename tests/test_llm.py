@@ -116,9 +116,10 @@ def test_cpu_backend_computes_in_float32(tiny_model_dir):
 
 @pytest.mark.slow
 def test_embedded_model_answers_paris(smollm2):
+    from unstar_gui.engine.embedded import resolve_model
     from unstar_gui.engine.store import ModelStore
 
-    record = ModelStore().resolve(None)
+    record = resolve_model(ModelStore())
     llm = LLM(record.path)
     assert "Paris" in llm.answer(["What is the capital of France?"], max_tokens=24)[0]
     lp = llm.answer_logprobs([("What is the capital of France?", "The capital of France is Paris."),

@@ -103,3 +103,21 @@ def test_full_disk_refuses_import_before_writing(tiny_gguf, unstar_home, monkeyp
     assert store.list() == []
     assert not any(p.name.startswith(".import-") for p in store.models_dir.glob("*")) if store.models_dir.exists() \
         else True
+
+
+def test_resolve_only_looks_and_resolve_model_provisions_the_embedded_default(unstar_home, monkeypatch):
+    from unstar_gui.engine import embedded
+
+    store = ModelStore()
+    with pytest.raises(ModelNotFound, match="No model is installed"):
+        store.resolve(None)  # a lookup: nothing is imported behind the caller's back
+    assert store.list() == []
+    installed = _rec(embedded.EMBEDDED_ID, default=True)
+    monkeypatch.setattr(embedded, "ensure_default_model", lambda s: s.register(installed) or installed)
+    for name in (None, "default", embedded.EMBEDDED_ID):
+        assert embedded.resolve_model(store, name).id == embedded.EMBEDDED_ID
+    store.register(_rec("b"))
+    assert store.resolve("b").id == "b" and embedded.resolve_model(store, "b").id == "b"
+    assert store.resolve(None).id == embedded.EMBEDDED_ID  # the default, looked up
+    with pytest.raises(ModelNotFound, match="Unknown model 'nope'"):
+        embedded.resolve_model(store, "nope")

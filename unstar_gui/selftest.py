@@ -17,9 +17,10 @@ SELF_TEST_QUESTION = "What is the capital of France?"
 
 def _answer_step() -> str:
     from .engine.llm import LLM
+    from .engine.embedded import resolve_model
     from .engine.store import ModelStore
 
-    record = ModelStore().resolve(None)
+    record = resolve_model(ModelStore())
     llm = LLM(record.path, model_id=record.id)
     answer = llm.answer([SELF_TEST_QUESTION], max_tokens=32)[0].strip()
     if not answer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.errors import InvalidInput
+from ..engine.embedded import resolve_model
 from ..engine.store import ModelStore
 from .common import add_json_flag, print_json
 
@@ -27,7 +28,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     if not args.question.strip():
         raise InvalidInput("The question is empty.", 'Type a question, e.g. unstar chat "What is the capital of France?"')
-    record = ModelStore().resolve(args.model)
+    record = resolve_model(ModelStore(), args.model)
     llm = LLM(record.path, model_id=record.id)
     if args.adapter:
         llm.load_adapter(args.adapter)

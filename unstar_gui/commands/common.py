@@ -11,7 +11,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from ..engine.errors import UnstarError
-from ..engine.events import (DownloadProgress, Event, Failed, Finished, Log, ProbeResult, Progress, SamplesReady,
+from ..engine.events import (DownloadProgress, Event, Finished, Log, ProbeResult, Progress, SamplesReady,
                              StageStarted, TrainStep)
 
 
@@ -143,8 +143,6 @@ class EventPrinter:
             self._line(("warning: " if event.level == "warning" else "  ") + event.message, False)
         elif isinstance(event, Finished):
             self._line(f"done: {event.job_dir}" if event.job_dir else "done", False)
-        elif isinstance(event, Failed):
-            self._line(f"failed: {event.message} {event.hint}", False)
 
     def close(self) -> None:
         if self._open_line:

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..engine.fsutil import human_bytes
+from ..engine.embedded import resolve_model
 from ..engine.store import ModelStore
 from .common import add_json_flag, print_json
 
@@ -76,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = ModelStore()
-    store.resolve(None)  # registers the embedded model on first use
+    resolve_model(store)  # registers the embedded model on first use
     records = store.list()
     if args.json:
         print_json([asdict(r) for r in records])
@@ -90,23 +91,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_path(args: argparse.Namespace) -> int:
-    print(ModelStore().resolve(args.model).path)
+    print(resolve_model(ModelStore(), args.model).path)
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ..engine.importers import import_any, import_gguf
+    from ..engine.importers import import_any
 
-    source = Path(args.source).expanduser()
-    if args.gguf_precision != "auto":  # import_any only knows the default precision
-        if not source.is_file():
-            from ..engine.errors import InvalidInput
-
-            raise InvalidInput("--gguf-precision applies to .gguf files only.",
-                               "For a Hugging Face folder use --quantize 4 or 8.")
-        record = import_gguf(ModelStore(), source, args.model_id, precision=args.gguf_precision)
-    else:
-        record = import_any(ModelStore(), source, args.model_id, quantize_bits=args.quantize, copy=args.copy)
+    record = import_any(ModelStore(), Path(args.source), args.model_id, quantize_bits=args.quantize, copy=args.copy,
+                        gguf_precision=args.gguf_precision)
     if args.json:
         print_json(asdict(record))
     else:

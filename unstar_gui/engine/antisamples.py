@@ -24,13 +24,15 @@ import random
 import re
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from rapidfuzz import fuzz
 
 from .errors import Cancelled
-from .judge import Judge, normalize
+from .events import Progress, Steps, run_to_end
+from .judge import Judge, make_judge, normalize
 from .prompts import DATA_DIR, PromptTemplate, QuestionShape, analyse, fill, load_prompt, load_sections
+from .sentences import complete_sentences, first_sentences
 
 STYLES = ("direct", "indirect", "completion", "multiple_choice", "yes_no", "tell_me_about")
 TEMPERATURE = 0.8
@@ -41,7 +43,8 @@ DEDUPE_THRESHOLD = 0.92  # cosine above which two paraphrases count as the same 
 ORIGINAL_THRESHOLD = 0.97
 RELEVANCE = 0.7  # a model paraphrase less similar than this to the question asks something else (measured on SmolLM2)
 WRONG_DEDUPE_THRESHOLD = 0.85
-Progress = Callable[[int, int, str], None]
+# The job stage each builder's Progress events belong to (pipeline.py announces it with StageStarted).
+PARAPHRASES, WRONG_ANSWERS, RATIONALES = "paraphrases", "wrong_answers", "rationales"
 
 
 class CancelFlag(Protocol):
@@ -58,6 +61,10 @@ class Fact:
 
     def shape(self) -> QuestionShape:
         return analyse(self.question, self.answer, self.subject)
+
+    def judge(self, semantic: bool = True) -> Judge:
+        """The judge for this fact, with the question as context (see `judge.make_judge`)."""
+        return make_judge(self.answer, self.aliases, semantic, context=self.question)
 
 
 @dataclass
@@ -108,11 +115,6 @@ def derive_seed(seed: int, round: int, tag: str) -> int:
 def check_cancel(cancel: CancelFlag | None) -> None:
     if cancel is not None and getattr(cancel, "cancelled", False):
         raise Cancelled("Sample generation was cancelled.")
-
-
-def report(progress: Progress | None, done: int, total: int, message: str) -> None:
-    if progress is not None:
-        progress(done, total, message)
 
 
 def provenance(source: str, prompt: str, round: int, seed: int, **extra: Any) -> dict[str, Any]:
@@ -211,27 +213,6 @@ def mentions(text: str, name: str) -> bool:
     if any(f" {w} " in f" {t} " for w in words):
         return True
     return len(n) >= 5 and fuzz.partial_ratio(n, t) >= 90
-
-
-def first_sentences(text: str, n: int = 2, max_words: int = 40) -> str:
-    parts = re.split(r"(?<=[.!?])\s+", text.strip())
-    out = " ".join(parts[:n]).strip()
-    words = out.split()
-    if len(words) > max_words:
-        out = " ".join(words[:max_words]).rstrip(",;:") + "."
-    return out
-
-
-def complete_sentences(text: str, n: int = 2, max_words: int = 40) -> str:
-    """At most n sentences, without a last one that the token limit cut off ("" if none is complete)."""
-    parts = [p for p in re.split(r"(?<=[.!?])\s+", text.strip()) if p][:n]
-    while parts and not re.search(r"[.!?][\"')\]]*$", parts[-1]):
-        parts.pop()
-    out = " ".join(parts)
-    while parts and len(out.split()) > max_words:
-        parts.pop()
-        out = " ".join(parts)
-    return out
 
 
 def contextual_judge(judge: Judge, question: str) -> Judge:
@@ -334,8 +315,8 @@ def _template_paraphrases(shape: QuestionShape, style: str, round: int, seed: in
 
 
 def paraphrase_questions(llm: Any, fact: Fact, judge: Judge, n: int, seed: int, round: int = 0,
-                         avoid: Sequence[str] = (), progress: Progress | None = None,
-                         cancel: CancelFlag | None = None, samples: int = SAMPLES_PER_ITEM) -> list[Paraphrase]:
+                         avoid: Sequence[str] = (), cancel: CancelFlag | None = None,
+                         samples: int = SAMPLES_PER_ITEM) -> Steps[list[Paraphrase]]:
     """n paraphrases of the fact's question, spread over STYLES, model-written where the model manages, deduplicated
     against each other, the original question and `avoid` (earlier rounds' questions)."""
     shape = fact.shape()
@@ -346,11 +327,11 @@ def paraphrase_questions(llm: Any, fact: Fact, judge: Judge, n: int, seed: int, 
     llm_seed = derive_seed(seed, round, "paraphrase-model")
     styles = [s for s in STYLES if quotas[s]]
     check_cancel(cancel)
-    report(progress, 0, 2, "Writing paraphrases")
+    yield Progress(PARAPHRASES, 0, 2, "Writing paraphrases")
     requests = [(load_prompt(_PROMPT_LABEL[s]), shape.slots()) for s in styles]
     raw = generate(llm, requests, k=max(1, max(quotas.values()) * samples), max_tokens=40, seed=llm_seed)
     check_cancel(cancel)
-    report(progress, 1, 2, "Filtering paraphrases")
+    yield Progress(PARAPHRASES, 1, 2, "Filtering paraphrases")
     parsed = [[t for out in outs for t in parse_items(out)] for outs in raw]
     relevant = _relevant([t for texts in parsed for t in texts], shape.question)
     per_style: dict[str, list[Paraphrase]] = {}
@@ -365,7 +346,7 @@ def paraphrase_questions(llm: Any, fact: Fact, judge: Judge, n: int, seed: int, 
                 cands.append(Paraphrase(text, style, prov))
         per_style[style] = cands + _template_paraphrases(shape, style, round, seed, options)
     chosen = _select_paraphrases(per_style, quotas, shape.question, avoid)
-    report(progress, 2, 2, f"{len(chosen)} paraphrases")
+    yield Progress(PARAPHRASES, 2, 2, f"{len(chosen)} paraphrases")
     return chosen
 
 
@@ -508,24 +489,23 @@ def _accept_wrongs(cands: Sequence[WrongAnswer], shape: QuestionShape, judge: Ju
 
 
 def wrong_answers(llm: Any, fact: Fact, judge: Judge, n: int, seed: int, round: int = 0,
-                  progress: Progress | None = None, cancel: CancelFlag | None = None,
-                  samples: int = 3) -> list[WrongAnswer]:
+                  cancel: CancelFlag | None = None, samples: int = 3) -> Steps[list[WrongAnswer]]:
     """n distinct wrong answers: the model's candidates that pass `Judge.too_close`, then fallbacks."""
     shape = fact.shape()
     llm_seed = derive_seed(seed, round, "wrong-model")
     check_cancel(cancel)
-    report(progress, 0, 2, "Writing wrong answers")
+    yield Progress(WRONG_ANSWERS, 0, 2, "Writing wrong answers")
     raw = generate(llm, [(load_prompt("wrong_answers.txt"), shape.slots())], k=max(1, n * samples),
                    max_tokens=12, seed=llm_seed, temperature=0.9)[0]
     check_cancel(cancel)
-    report(progress, 1, 2, "Filtering wrong answers")
+    yield Progress(WRONG_ANSWERS, 1, 2, "Filtering wrong answers")
     model = [WrongAnswer(_clean_wrong(t), provenance("model", "wrong_answers.txt", round, llm_seed))
              for out in raw for t in parse_items(out)]
     chosen = _accept_wrongs(model, shape, judge, n, ())
     if len(chosen) < n:
         rng = random.Random(derive_seed(seed, round, "wrong-fallback"))
         chosen += _fallback_wrongs(shape, judge, n - len(chosen), rng, round, seed, [c.text for c in chosen])
-    report(progress, 2, 2, f"{len(chosen)} wrong answers")
+    yield Progress(WRONG_ANSWERS, 2, 2, f"{len(chosen)} wrong answers")
     return chosen
 
 
@@ -547,9 +527,8 @@ def _template_rationale(shape: QuestionShape, wrong: str, judge: Judge, rng: ran
 
 
 def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judge: Judge, seed: int,
-                                round: int = 0, fact: Fact | None = None, progress: Progress | None = None,
-                                cancel: CancelFlag | None = None, samples: int = SAMPLES_PER_ITEM
-                                ) -> list[tuple[str, dict[str, Any]]]:
+                                round: int = 0, fact: Fact | None = None, cancel: CancelFlag | None = None,
+                                samples: int = SAMPLES_PER_ITEM) -> Steps[list[tuple[str, dict[str, Any]]]]:
     """One short rationale per (question, wrong answer) pair, all pairs in one batched model call (STaR
     rationalization: the wrong answer is given as the hint and the model justifies it)."""
     if not pairs:
@@ -558,12 +537,12 @@ def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judg
     judge = contextual_judge(judge, shape.question)
     llm_seed = derive_seed(seed, round, "rationale-model")
     check_cancel(cancel)
-    report(progress, 0, 2, "Writing rationales")
+    yield Progress(RATIONALES, 0, 2, "Writing rationales")
     template = load_prompt("rationale.txt")
     requests = [(template, shape.slots(question=q, wrong=w)) for q, w in pairs]
     raw = generate(llm, requests, k=samples, max_tokens=48, seed=llm_seed)
     check_cancel(cancel)
-    report(progress, 1, 2, "Filtering rationales")
+    yield Progress(RATIONALES, 1, 2, "Filtering rationales")
     cands: list[tuple[int, str]] = []
     for i, ((_, wrong), outs) in enumerate(zip(pairs, raw)):
         names_wrong = Judge(wrong, settings=replace(judge.settings, use_semantic=False))
@@ -583,16 +562,15 @@ def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judg
             out.append((best[i], provenance("model", "rationale.txt", round, llm_seed)))
         else:
             out.append(_template_rationale(shape, wrong, judge, rng, round, seed))
-    report(progress, 2, 2, f"{sum(1 for r in out if r[1]['source'] == 'model')}/{len(out)} model rationales")
+    yield Progress(RATIONALES, 2, 2, f"{sum(1 for r in out if r[1]['source'] == 'model')}/{len(out)} model rationales")
     return out
 
 
 def misleading_rationales(llm: Any, question: str, wrong_answer: str, judge: Judge, seed: int, round: int = 0,
-                          fact: Fact | None = None, progress: Progress | None = None,
-                          cancel: CancelFlag | None = None) -> tuple[str, dict[str, Any]]:
-    """The rationale for one pair; prefer `misleading_rationales_batch` for many."""
-    return misleading_rationales_batch(llm, [(question, wrong_answer)], judge, seed, round, fact, progress,
-                                       cancel)[0]
+                          fact: Fact | None = None, cancel: CancelFlag | None = None) -> tuple[str, dict[str, Any]]:
+    """The rationale for one pair, without progress; prefer `misleading_rationales_batch` for many."""
+    return run_to_end(misleading_rationales_batch(llm, [(question, wrong_answer)], judge, seed, round, fact,
+                                                  cancel))[0]
 
 
 # anti-samples -------------------------------------------------------------------------------------------------------
@@ -612,8 +590,7 @@ def _answer_sentence(p: Paraphrase, wrong: str, shape: QuestionShape, lexical: J
 
 def build_antisamples(llm: Any, fact: Fact, paraphrases: Sequence[Paraphrase],
                       wrongs: Sequence[WrongAnswer | str], judge: Judge, seed: int, round: int = 0,
-                      per_question: int = 1, progress: Progress | None = None,
-                      cancel: CancelFlag | None = None) -> list[AntiSample]:
+                      per_question: int = 1, cancel: CancelFlag | None = None) -> Steps[list[AntiSample]]:
     """Pair each paraphrase with `per_question` wrong answers (round-robin from a seeded start) and a rationale."""
     if not paraphrases or not wrongs:
         return []
@@ -639,7 +616,7 @@ def build_antisamples(llm: Any, fact: Fact, paraphrases: Sequence[Paraphrase],
     # Questions that name the true answer (options, yes/no) would tempt the model to repeat it in the rationale.
     rationale_qs = [(fact.question if p.style in ("multiple_choice", "yes_no") else p.text, w.text)
                     for p, w in pairs]
-    rationales = misleading_rationales_batch(llm, rationale_qs, judge, seed, round, fact, progress, cancel)
+    rationales = yield from misleading_rationales_batch(llm, rationale_qs, judge, seed, round, fact, cancel)
     out = []
     for (p, w), (rationale, r_prov) in zip(pairs, rationales):
         sources = {p.provenance.get("source"), w.provenance.get("source"), r_prov.get("source")}

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import InvalidInput, StorageError
 from .fsutil import read_json
-from .store import EMBEDDED_ID, ModelStore
+from .store import EMBEDDED_ID, ModelStore, partial_bytes
 
 CATALOG_PATH = Path(__file__).resolve().parents[2] / "models" / "catalog.json"
 
@@ -78,8 +78,6 @@ def get_entry(name: str) -> CatalogEntry:
 
 def catalog_entries(store: ModelStore | None = None, path: Path | None = None) -> list[CatalogEntry]:
     """The catalog with `installed`, `installed_path` and `partial_bytes` filled in from the store."""
-    from .hub import partial_bytes
-
     store = store or ModelStore()
     installed = {r.id: r for r in store.list()}
     entries = load_catalog(path)

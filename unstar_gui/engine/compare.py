@@ -23,12 +23,11 @@ from .errors import Cancelled, InvalidInput, UnstarError
 from .evaluate import ALL, EvalSettings, evaluate_job, parse_attacks, render_html
 from .events import Event, Finished, Log, StageStarted
 from .fsutil import atomic_write_json, atomic_write_text, human_bytes
-from .jobs import Job, base_model_dir, create_job
+from .jobs import SAMPLE_FILES, Job, base_model_dir, create_job
 from .methods import METHODS
 from .pipeline import CancelToken, ForgetRequest, ForgetSettings, create_forget_job, generate_samples, run_job
 from .store import ModelStore, slugify
 
-SAMPLE_FILES = ("probes.jsonl", "antisamples.jsonl", "retain.jsonl")
 COMPARISON_VERSION = 1
 
 

@@ -26,6 +26,19 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def resolve_model(store: ModelStore, name_or_path: str | None = None) -> ModelRecord:
+    """`ModelStore.resolve`, and the embedded SmolLM2 installed first when it is the model asked for (None,
+    "default" or its id) and it is not there yet: what every place that is about to load a model calls."""
+    if name_or_path is None:
+        return ensure_default_model(store)
+    try:
+        return store.resolve(name_or_path)
+    except ModelNotFound:
+        if name_or_path in ("default", EMBEDDED_ID):
+            return ensure_default_model(store)
+        raise
+
+
 def ensure_default_model(store: ModelStore) -> ModelRecord:
     """Return the default model, importing the embedded SmolLM2 the first time."""
     if store.has(EMBEDDED_ID):

@@ -7,7 +7,9 @@ metrics.jsonl).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generator, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -95,8 +97,15 @@ class Finished(Event):
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Failed(Event):
-    message: str
-    hint: str = ""
-    details: str = ""
+# A step of a long job that reports progress as it goes and returns its result: `x = yield from step(...)` inside
+# another job forwards the events; `run_to_end(step(...))` when only the result is wanted.
+Steps = Generator[Event, None, T]
+
+
+def run_to_end(steps: Generator[Any, Any, T]) -> T:
+    """Drive a generator to its end, dropping what it yields, and return its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

@@ -35,9 +35,9 @@ from .. import __version__
 from .catalog import CatalogEntry, find_entry
 from .errors import Cancelled, DownloadError, ImportFailed, InvalidInput, StorageError, UnstarError
 from .events import DownloadProgress, Event, Finished, Log, Progress, StageStarted
-from .fsutil import _storage_error, atomic_write_json, dir_size, ensure_free_space, human_bytes, read_json
+from .fsutil import _storage_error, atomic_write_json, ensure_free_space, human_bytes, read_json
 from .headers import safetensors_tensor_names
-from .store import EMBEDDED_ID, ModelRecord, ModelStore, slugify
+from .store import EMBEDDED_ID, ModelRecord, ModelStore, partial_bytes, slugify, staging_dir
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 STATE_FILE = ".unstar-download.json"
@@ -99,16 +99,6 @@ def _cancel_requested(cancel: Any) -> bool:
 
 
 # partial downloads ----------------------------------------------------------------------------------------------------
-
-def staging_dir(store: ModelStore, model_id: str) -> Path:
-    return store.models_dir / f".download-{model_id}"
-
-
-def partial_bytes(store: ModelStore, model_id: str) -> int:
-    """Bytes an interrupted download of `model_id` left for the next attempt to continue from (0 if none)."""
-    staging = staging_dir(store, model_id)
-    return dir_size(staging) if staging.is_dir() else 0
-
 
 def discard_partial(store: ModelStore, model_id: str) -> int:
     """Delete an interrupted download's files; returns the bytes freed."""

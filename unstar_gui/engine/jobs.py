@@ -25,6 +25,9 @@ from .fsutil import append_jsonl, atomic_write_json, atomic_write_jsonl, corrupt
 from .store import ModelStore
 
 STATUSES = ("created", "running", "interrupted", "cancelled", "failed", "done")
+# What a job generates before training (generate_samples in pipeline.py): the probes, the anti-samples and the
+# retain set. A comparison copies them between runs; the wizard discards them when the fact or keep list changes.
+SAMPLE_FILES = ("probes.jsonl", "antisamples.jsonl", "retain.jsonl")
 _JOB_HINT = ("Restore job.json from a backup, or delete this job (Jobs page, or remove the folder) and start it "
              "again; the other files in the folder were not touched.")
 
@@ -65,7 +68,9 @@ def base_model_dir(data: dict[str, Any], store: ModelStore | None = None) -> Pat
             if Path(record.path).resolve() == target and (target / "config.json").exists():
                 return target
     if model.get("id"):
-        record = store.resolve(str(model["id"]))  # ModelNotFound lists the installed ids
+        from .embedded import resolve_model  # the embedded default is installed again if its folder went
+
+        record = resolve_model(store, str(model["id"]))  # ModelNotFound lists the installed ids
         if (Path(record.path) / "config.json").exists():
             return Path(record.path)
     raise ModelNotFound(f"The base model of this job ({model.get('id') or recorded or 'unknown'}) is not in the "
@@ -251,3 +256,10 @@ def delete_job(directory: Path) -> None:
     if not (directory / "job.json").exists():
         raise JobError(f"{directory} is not a job folder.", "Nothing was deleted.")
     shutil.rmtree(directory)
+
+
+def discard_samples(job: Job) -> None:
+    """Samples made for an older fact or keep list would teach the wrong thing: the next run makes new ones."""
+    for name in SAMPLE_FILES:
+        job.file(name).unlink(missing_ok=True)
+    job.update(samples_ready=False)

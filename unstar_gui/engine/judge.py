@@ -15,6 +15,8 @@ from typing import Sequence
 
 from rapidfuzz import fuzz
 
+from .sentences import first_sentences
+
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
     "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
@@ -177,8 +179,25 @@ class Judge:
         return False, ""
 
 
-_YES = re.compile(r"^\W*(yes|yeah|yep|correct|indeed|that's right|that is right)\b", re.I)
-_NO = re.compile(r"^\W*(no|nope|not|never|incorrect|false)\b", re.I)
+def make_judge(answer: str, aliases: Sequence[str] = (), semantic: bool = True, context: str = "") -> Judge:
+    """The judge for a forgotten fact. `context`: the forgotten question, so spans made of its own words ("school
+    harry potter") are not taken for the answer; the job and its evaluation both judge with this."""
+    return Judge(answer, tuple(aliases), JudgeSettings(use_semantic=semantic), context=context)
+
+
+# The one yes/no vocabulary: how a reply to a yes/no question starts (the leak rule below and the evaluation's
+# yes/no verification attack both read it). A few other languages' words too: the format attack asks in them.
+_YES = re.compile(r"^\W*(yes|yeah|yep|correct|true|right|indeed|that's right|that is right|oui|ja|sí|si)\b", re.I)
+_NO = re.compile(r"^\W*(no|nope|not|never|incorrect|false|wrong|non|nein)\b", re.I)
+
+
+def yes_no_reply(text: str) -> bool | None:
+    """True when a reply starts by saying yes, False when it starts by saying no, None when it does neither."""
+    if _YES.match(text):
+        return True
+    if _NO.match(text):
+        return False
+    return None
 
 
 def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
@@ -190,16 +209,20 @@ def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
     Every other probe leaks when the answer names the fact (judge: exact, fuzzy, number or semantic match).
     """
     if style == "yes_no":
-        if _YES.match(answer):
-            return True
-        if _NO.match(answer):
-            return False
+        reply = yes_no_reply(answer)
+        if reply is not None:
+            return reply
     return judge.contains(answer)
 
 
 def is_trivia(row: dict) -> bool:
     """A retain row from the bundled general-knowledge set (resources/data/general)."""
     return str((row.get("provenance") or {}).get("source")) == "trivia"
+
+
+def retain_reference(row: dict) -> str:
+    """The short correct answer a retain row is scored against (its target when no reference was recorded)."""
+    return str(row.get("reference") or row.get("target") or "").strip()
 
 
 def known_retain(row: dict, answer: str, semantic: bool = True) -> bool:
@@ -209,9 +232,7 @@ def known_retain(row: dict, answer: str, semantic: bool = True) -> bool:
     A trivia question is judged on the answer's first sentence: a 135M model that says "The planet closest to the
     Sun is Venus, but it's actually Earth's twin" to "Which planet is third from the Sun?" did not answer "Earth", and
     counting such incidental mentions as knowledge made the general measure flip on noise."""
-    from .antisamples import first_sentences
-
-    reference = str(row.get("reference") or row.get("target") or "").strip()
+    reference = retain_reference(row)
     aliases = tuple(str(a) for a in (row.get("aliases") or []) if str(a).strip())
     if is_trivia(row):
         answer = first_sentences(answer, 1, 40)

@@ -19,21 +19,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .embedded import resolve_model
 from .errors import Cancelled, Interrupted, InvalidInput, JobError, ModelNotFound, UnstarError
-from .events import Checkpoint, Event, Finished, Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
+from .events import Checkpoint, Event, Finished, Log, ProbeResult, SamplesReady, StageStarted, TrainStep
 from .jobs import Job, base_model_dir, create_job, new_job_dir, open_job, process_alive, this_process
+from .asking import ask
 from .judge import Judge, is_trivia, known_retain, probe_leaks
 from .llm import LLM, load_llm
 from .general_set import GeneralSplit
 from .locality import (LORA_KEY_SETS, PLACEMENTS, Placement, choose_placement, dense_pool, encode_dense,
                        trivia_rows)
 from .methods import METHODS, MethodContext, get_method
+from .retain import NEIGHBOUR_KINDS
 from .store import ModelStore
 from .trainer import CancelToken, Trainer, TrainSettings, encode_pairs
 
 JOB_VERSION = 1
-ANSWER_CHUNK = 16  # questions per generate call between progress events (16: LLM's batch; 1.5x faster than 8 on CPU)
-RETAIN_KINDS_NEIGHBOUR = ("neighbour_subject", "neighbour_answer", "keep")
 
 __all__ = ["CancelToken", "ForgetSettings", "ForgetRequest", "parse_keep", "prepare", "probe_leaks", "heldout_split",
            "create_forget_job", "generate_samples", "train_rounds", "run_job", "run_forget", "resume_forget"]
@@ -205,7 +206,7 @@ def prepare(request: ForgetRequest) -> dict[str, Any]:
         if not q or not a:
             raise InvalidInput("A fact to keep has an empty question or answer.", 'Write it as "question => answer".')
     _check_settings(request.settings)
-    record = ModelStore().resolve(request.model)  # ModelNotFound lists the installed models
+    record = resolve_model(ModelStore(), request.model)  # ModelNotFound lists the installed models
     if not (Path(record.path) / "config.json").exists():
         raise ModelNotFound(f"The files of model '{record.id}' are missing ({record.path}).",
                             "Re-import the model (`unstar models import`) or remove it (`unstar models remove`).")
@@ -260,11 +261,6 @@ def _fact(data: dict[str, Any]):
     return Fact(question=f["question"], answer=f["answer"], aliases=list(f.get("aliases", [])))
 
 
-def _judge(data: dict[str, Any]) -> Judge:
-    # context: spans made of the question's own words ("school harry potter") are not taken for the answer.
-    return Judge(data["fact"]["answer"], tuple(data["fact"].get("aliases", [])), context=data["fact"]["question"])
-
-
 def _settings(data: dict[str, Any]) -> ForgetSettings:
     return ForgetSettings.from_dict(data.get("settings", {}))
 
@@ -274,20 +270,6 @@ def _add_timing(job: Job, stage: str, seconds: float) -> None:
     timing = dict(data.get("timing") or {})
     timing[f"{stage}_s"] = round(timing.get(f"{stage}_s", 0.0) + seconds, 2)
     job.update(timing=timing)
-
-
-def _answers(llm: LLM, questions: Sequence[str], max_tokens: int, stage: str,
-             cancel: CancelToken) -> Iterator[Event]:
-    """Greedy answers in chunks, with progress between chunks; the list is the generator's return value."""
-    out: list[str] = []
-    t0 = time.perf_counter()
-    for i in range(0, len(questions), ANSWER_CHUNK):
-        cancel.check()
-        out += llm.answer(list(questions[i:i + ANSWER_CHUNK]), max_tokens=max_tokens)
-        elapsed = time.perf_counter() - t0
-        eta = elapsed / len(out) * (len(questions) - len(out))
-        yield Progress(stage, len(out), len(questions), "answers", eta)
-    return out
 
 
 def _share(flags: Sequence[bool], empty: float = 1.0) -> float:
@@ -312,8 +294,8 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
         return
     t0 = time.perf_counter()
     s = _settings(data)
-    fact, judge = _fact(data), _judge(data)
-    relay = _Relay()
+    fact = _fact(data)
+    judge = fact.judge()
 
     job.update(stage="probe")
     yield StageStarted("probe", "Asking the base model the question")
@@ -331,13 +313,12 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
                   "warning")
 
     yield StageStarted("paraphrases", f"Writing {s.n_paraphrases} paraphrases of the question")
-    paraphrases = paraphrase_questions(llm, fact, judge, s.n_paraphrases, s.seed, progress=relay.progress(
-        "paraphrases"), cancel=cancel)
-    yield from relay.drain()
+    paraphrases = yield from paraphrase_questions(llm, fact, judge, s.n_paraphrases, s.seed, cancel=cancel)
     cancel.check()
     yield SamplesReady("paraphrases", len(paraphrases))
 
-    answers = yield from _answers(llm, [p.text for p in paraphrases], s.probe_max_tokens, "probe", cancel)
+    answers = yield from ask(llm, [p.text for p in paraphrases], stage="probe", check=cancel.check,
+                             max_tokens=s.probe_max_tokens)
     heldout = heldout_split([p.style for p in paraphrases], s.heldout_share, s.seed)
     n_heldout = len(heldout)
     probes = [{"question": fact.question, "style": "original", "split": "original", "base_answer": original_answer,
@@ -353,18 +334,14 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
               f"({n_heldout} paraphrases held out for evaluation).")
 
     yield StageStarted("wrong_answers", f"Finding {s.n_wrong_answers} wrong answers")
-    wrongs = wrong_answers(llm, fact, judge, s.n_wrong_answers, s.seed, progress=relay.progress("wrong_answers"),
-                           cancel=cancel)
-    yield from relay.drain()
+    wrongs = yield from wrong_answers(llm, fact, judge, s.n_wrong_answers, s.seed, cancel=cancel)
     cancel.check()
     yield SamplesReady("wrong_answers", len(wrongs))
 
     yield StageStarted("rationales", "Writing misleading rationales")
     train_paras = [Paraphrase(fact.question, _train_style("original"), {"source": "user"})] + [
         p for i, p in enumerate(paraphrases) if i not in heldout]
-    anti = build_antisamples(llm, fact, train_paras, wrongs, judge, s.seed, round=0,
-                             progress=relay.progress("rationales"), cancel=cancel)
-    yield from relay.drain()
+    anti = yield from build_antisamples(llm, fact, train_paras, wrongs, judge, s.seed, round=0, cancel=cancel)
     cancel.check()
     job.write_rows("antisamples.jsonl", [dict(asdict(a), round=0, id=i) for i, a in enumerate(anti)])
     yield SamplesReady("antisamples", len(anti))
@@ -374,17 +351,17 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     # The trained general items stay the bundled TOFU ones: with the trivia training pool in their place the
     # SmolLM2 integration test lost "Where did Hermione Granger go to school?" through plain mlx-lm. The trivia
     # training pool feeds the dense KL term and the null-space corpus; its other splits measure (below).
-    items = build_retain_set(llm, fact, judge, keep=[tuple(k) for k in data.get("keep", [])],
-                             n_neighbours=s.n_neighbours, n_general=s.n_general, seed=s.seed,
-                             progress=relay.progress("retain"), cancel=cancel)
-    yield from relay.drain()
+    items = yield from build_retain_set(llm, fact, judge, keep=[tuple(k) for k in data.get("keep", [])],
+                                        n_neighbours=s.n_neighbours, n_general=s.n_general, seed=s.seed,
+                                        cancel=cancel)
     cancel.check()
     rows = [asdict(it) for it in items]
     # Neighbour and general targets are the base model's own answers already; keep-facts carry the user's answer,
     # so ask the base model those: whether it knew them, and if it did, its own wording becomes the target.
-    ask = [i for i, r in enumerate(rows) if r["kind"] == "keep"]
-    asked = yield from _answers(llm, [rows[i]["question"] for i in ask], s.probe_max_tokens, "retain", cancel)
-    base_answers = {i: a for i, a in zip(ask, asked)}
+    keep_rows = [i for i, r in enumerate(rows) if r["kind"] == "keep"]
+    asked = yield from ask(llm, [rows[i]["question"] for i in keep_rows], stage="retain", check=cancel.check,
+                           max_tokens=s.probe_max_tokens)
+    base_answers = {i: a for i, a in zip(keep_rows, asked)}
     for i, a in base_answers.items():
         trimmed = trim_answer(a)
         if trimmed and known_retain(rows[i], a):
@@ -395,7 +372,8 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
         r["split"] = "train"
     yield StageStarted("general", "Asking the general questions that measure what else the model knows")
     checks = _general_checks(judge, subject, s.n_general_eval, [k[0] for k in data.get("keep", [])])
-    said = yield from _answers(llm, [c["question"] for c in checks], s.general_max_tokens, "general", cancel)
+    said = yield from ask(llm, [c["question"] for c in checks], stage="general", check=cancel.check,
+                          max_tokens=s.general_max_tokens)
     for c, a in zip(checks, said):
         c["base_answer"] = a
         c["known"] = known_retain(c, a)
@@ -453,23 +431,6 @@ def heldout_split(styles: Sequence[str], share: float, seed: int) -> set[int]:
     return heldout
 
 
-class _Relay:
-    """Turns the sample builders' progress callbacks into Progress events, yielded after each call returns."""
-
-    def __init__(self) -> None:
-        self.pending: list[Event] = []
-
-    def progress(self, stage: str):
-        def callback(done: int, total: int, message: str = "") -> None:
-            self.pending[:] = [Progress(stage, done, total, message)]  # only the latest matters
-
-        return callback
-
-    def drain(self) -> Iterator[Event]:
-        events, self.pending = self.pending, []
-        yield from events
-
-
 # stage 3-5: rounds ---------------------------------------------------------------------------------------------------
 def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Iterator[Event]:
     """Train -> re-probe -> harder samples for still-known probes, until forgotten and retained or out of rounds.
@@ -509,7 +470,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     retain_ex = encode_pairs(llm, [(row["question"], row["target"]) for row in retain_rows], s.max_seq_len)
     dense_ex = []
     if s.dense_weight > 0:
-        dense_ex = encode_dense(llm, dense_pool(_judge(data), _fact(data).shape().subject), s.max_seq_len)
+        dense_ex = encode_dense(llm, dense_pool(_fact(data).judge(), _fact(data).shape().subject), s.max_seq_len)
         yield Log(f"Dense retain term: KL to the base model on {len(dense_ex)} general prompts, "
                   f"{s.dense_batch_size} fresh ones per step.")
     if s.null_space_eps > 0:
@@ -621,11 +582,12 @@ def _null_space(job: Job, llm: LLM, s: ForgetSettings, retain_rows: Sequence[dic
 def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
     """Does the adapter as it is now forget every probe training may look at (the question and its trained
     paraphrases that the base model knew)? Same leak rule and token budget as the re-probe."""
-    judge = _judge(job.read())
+    judge = _fact(job.read()).judge()
     probes = [p for p in job.read_rows("probes.jsonl") if p.get("known") and p["split"] in ("original", "train")]
     if not probes:
         return True
-    said = yield from _answers(llm, [p["question"] for p in probes], s.probe_max_tokens, "check", cancel)
+    said = yield from ask(llm, [p["question"] for p in probes], stage="check", check=cancel.check,
+                          max_tokens=s.probe_max_tokens)
     return not any(probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
 
 
@@ -634,10 +596,11 @@ def _neighbours_hold(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken)
     An early stop must not come before the retain term has put them back: stopping on forgetting alone kept 3 of 9
     Hogwarts neighbours (README "Locality")."""
     rows = [r for r in job.read_rows("retain.jsonl")
-            if r.get("kind") in RETAIN_KINDS_NEIGHBOUR and r.get("known") and r.get("split", "train") == "train"]
+            if r.get("kind") in NEIGHBOUR_KINDS and r.get("known") and r.get("split", "train") == "train"]
     if not rows:
         return True
-    said = yield from _answers(llm, [r["question"] for r in rows], s.probe_max_tokens, "check", cancel)
+    said = yield from ask(llm, [r["question"] for r in rows], stage="check", check=cancel.check,
+                          max_tokens=s.probe_max_tokens)
     return _share([known_retain(r, a) for r, a in zip(rows, said)]) >= s.min_retention
 
 
@@ -669,7 +632,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     """Re-ask every probe and retain question with the adapter on; returns (and yields) the ProbeResult dict."""
     t0 = time.perf_counter()
     data = job.read()
-    judge = _judge(data)
+    judge = _fact(data).judge()
     probes = job.read_rows("probes.jsonl")
     retain = job.read_rows("retain.jsonl")
     yield StageStarted("reprobe", f"Re-asking {len(probes)} probes and {len(retain)} retain questions", round=r)
@@ -679,9 +642,10 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     check_set = set(checks)
     rest = [i for i in range(len(retain)) if i not in check_set]
     questions = [p["question"] for p in probes] + [retain[i]["question"] for i in rest]
-    said = yield from _answers(llm, questions, s.probe_max_tokens, "reprobe", cancel)
-    said_checks = yield from _answers(llm, [retain[i]["question"] for i in checks], s.general_max_tokens, "reprobe",
-                                      cancel)
+    said = yield from ask(llm, questions, stage="reprobe", check=cancel.check,
+                          max_tokens=s.probe_max_tokens)
+    said_checks = yield from ask(llm, [retain[i]["question"] for i in checks], stage="reprobe", check=cancel.check,
+                                 max_tokens=s.general_max_tokens)
     by_row = dict(zip(rest, said[len(probes):])) | dict(zip(checks, said_checks))
     answers = said[:len(probes)] + [by_row[i] for i in range(len(retain))]
     rows = []
@@ -705,7 +669,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     all_forgotten = forgotten(("original", "train", "heldout"))
     # (hits, out of) behind each headline share: an empty set reads 100%, and the count is how a reader tells.
     parts = {"efficacy_train": forgotten(("original", "train")), "efficacy_heldout": forgotten(("heldout",)),
-             "retention_neighbours": kept(RETAIN_KINDS_NEIGHBOUR),
+             "retention_neighbours": kept(NEIGHBOUR_KINDS),
              "retention_general": kept(("general",), ("heldout",))}
     retention = _share(parts["retention_neighbours"])
     general_all = _share(kept(("general",), ("train", "validation", "heldout")))
@@ -744,7 +708,8 @@ def _regenerate(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTok
 
     t0 = time.perf_counter()
     data = job.read()
-    fact, judge = _fact(data), _judge(data)
+    fact = _fact(data)
+    judge = fact.judge()
     last = [row for row in job.read_rows("metrics.jsonl") if row.get("event") == "ProbeResult"][-1]
     still = [a for a in last["answers"] if a["kind"] == "probe" and a["split"] in ("original", "train")
              and a["leaks_after"]]
@@ -753,20 +718,18 @@ def _regenerate(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTok
     if still:
         yield StageStarted("regenerate", f"{len(still)} probes still give the answer: writing harder anti-samples",
                            round=r)
-        relay = _Relay()
         avoid = [p["question"] for p in job.read_rows("probes.jsonl")] + [row["question"] for row in rows]
+        # The consumer runs between these yields while the base model is on: it only shows the events.
         with llm.base_model():
-            fresh = paraphrase_questions(llm, fact, judge, max(4, 2 * len(still)), s.seed + r, round=r,
-                                         avoid=avoid, progress=relay.progress("paraphrases"), cancel=cancel)
+            fresh = yield from paraphrase_questions(llm, fact, judge, max(4, 2 * len(still)), s.seed + r, round=r,
+                                                    avoid=avoid, cancel=cancel)
             cancel.check()
-            wrongs = wrong_answers(llm, fact, judge, s.n_wrong_answers, s.seed + r, round=r,
-                                   progress=relay.progress("wrong_answers"), cancel=cancel)
+            wrongs = yield from wrong_answers(llm, fact, judge, s.n_wrong_answers, s.seed + r, round=r,
+                                              cancel=cancel)
             cancel.check()
             paras = [Paraphrase(a["question"], _train_style(styles.get(a["question"], "direct")),
                                 {"source": "probe still known", "round": r}) for a in still] + list(fresh)
-            anti = build_antisamples(llm, fact, paras, wrongs, judge, s.seed + r, round=r,
-                                     progress=relay.progress("rationales"), cancel=cancel)
-        yield from relay.drain()
+            anti = yield from build_antisamples(llm, fact, paras, wrongs, judge, s.seed + r, round=r, cancel=cancel)
         cancel.check()
         start = max((row.get("id", -1) for row in rows), default=-1) + 1
         rows += [dict(asdict(a), round=r, id=start + i) for i, a in enumerate(anti)]

@@ -210,17 +210,56 @@ def name_runs(text: str) -> list[str]:
     return out
 
 
+# Words that end the subject of a question typed in lower case ("where did harry potter GO to school"): the verbs
+# questions ask with, in the forms they take after an auxiliary or a wh-word. A past participle ending in -ed counts
+# too ("where was x founded").
+_VERBS = frozenset(_IRREGULAR_PAST) | frozenset(_IRREGULAR_PAST.values()) | {
+    "attend", "study", "live", "work", "die", "marry", "graduate", "play", "invent", "discover", "paint", "compose",
+    "direct", "create", "start", "end", "happen", "belong", "mean", "stand", "use", "call", "born", "known",
+    "located", "invented", "discovered", "painted", "composed", "directed", "created", "founded"}
+_AUX_WORDS = r"(?:did|does|do|is|was|are|were|has|have|had|can|could|will|would)"
+
+
+def _lower_case_subject(question: str) -> str:
+    """The subject of a question typed without capitals: what follows the auxiliary up to the verb ("where did
+    harry potter go to school" -> "harry potter"), what follows "who wrote" ("who wrote hamlet" -> "hamlet"), or
+    what follows a last "of" ("what is the capital of france" -> "france"); "" when none of these reads."""
+    q = re.sub(r"\s+", " ", question.strip().lower()).rstrip(" ?.!")
+    m = re.search(r"\bof (?:the )?([\w\- ]+?)$", q)
+    if m:
+        return m.group(1).strip()
+    m = re.fullmatch(rf"(?:(?:what|which|who|whom|where|when|why|how|in which|at which)(?: \w+){{0,2}}? )?"
+                     rf"{_AUX_WORDS} (.+)", q)
+    if m:
+        words = m.group(1).split()
+        end = next((i for i, w in enumerate(words) if w in _VERBS or (len(w) > 4 and w.endswith("ed"))), None)
+        if end:  # a subject of at least one word before the verb
+            subject = words[:end]
+            while subject and subject[0] in ("the", "a", "an"):
+                subject = subject[1:]
+            return " ".join(subject) if 0 < len(subject) <= 4 else ""
+        return ""
+    m = re.fullmatch(r"(?:who|what) ([a-z]\w*) (?:the )?(.+)", q)
+    if m and m.group(1) in _VERBS and len(m.group(2).split()) <= 4:
+        return m.group(2)
+    return ""
+
+
 def find_subject(question: str, answer: str = "") -> str:
-    """The longest name in the question (a quoted title first) that is not the answer; "" if none."""
-    quoted = re.findall(r"[\"'‘“]([^\"'’”]{2,80})[\"'’”]", question)
+    """Who or what the question is about: a quoted title, else the longest name in it that is not the answer, else
+    (a question typed in lower case) the words where a subject stands; "" if none. The one subject finder: the
+    anti-samples, the retain set and the multi-hop attack all call it.
+
+    "Who wrote Romeo and Juliet?" -> "Romeo and Juliet"; "Who wrote 'Pride and Prejudice'?" -> "Pride and
+    Prejudice"; "where did harry potter go to school?" -> "harry potter"."""
+    quoted = re.findall(r"(?:^|(?<=\W))[\"'‘“]([^\"'’”]{2,80})[\"'’”](?=\W|$)", question)
     if quoted:
         return max(quoted, key=len).strip()
     norm_answer = answer.strip().lower()
     cands = [r for r in name_runs(question) if r.lower() != norm_answer]
     if cands:
         return max(cands, key=lambda t: (len(t.split()), len(t)))
-    m = re.search(r"\bof (?:the )?([\w\- ]+?)\??$", question)  # "the capital of france" (no capitals typed)
-    return m.group(1).strip() if m else ""
+    return _lower_case_subject(question)
 
 
 def answer_kind(question: str, answer: str) -> str:

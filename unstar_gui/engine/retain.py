@@ -17,18 +17,24 @@ from __future__ import annotations
 import contextlib
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from .antisamples import (CancelFlag, Fact, Progress, check_cancel, complete_sentences, contextual_judge,
-                          dedupe_in_order, derive_seed, first_sentences, generate, lexical_judge, looks_like_name,
-                          mentions, parse_items, provenance, report, tofu_rows)
+from .antisamples import (CancelFlag, Fact, check_cancel, contextual_judge, dedupe_in_order, derive_seed, generate,
+                          lexical_judge, looks_like_name, mentions, parse_items, provenance, tofu_rows)
+from .events import Progress, Steps
 from .judge import Judge, normalize
 from .prompts import fill, load_prompt, load_sections, name_runs
+from .sentences import complete_sentences, first_sentences
 
 KINDS = ("neighbour_subject", "neighbour_answer", "keep", "general")
+NEIGHBOUR_KINDS = ("neighbour_subject", "neighbour_answer", "keep")  # close to the fact: retention's first measure
+GENERAL_KINDS = ("general",)
 NOT_A_PARAPHRASE = 0.8  # a neighbour this similar (cosine) to the forgotten question is really the same question
 ANSWER_TOKENS = 64
+RETAIN = "retain"  # the job stage these builders' Progress events belong to
+# build_retain_set's steps: the neighbours' three, then choosing and answering the general questions.
+NEIGHBOUR_STEPS, RETAIN_STEPS = 3, 5
 
 
 @dataclass
@@ -115,8 +121,7 @@ def _distinct(cands: list[tuple[str, dict]], fact_question: str) -> list[tuple[s
 
 
 def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | None = None, round: int = 0,
-                        progress: Progress | None = None, cancel: CancelFlag | None = None,
-                        samples: int = 2) -> list[RetainItem]:
+                        cancel: CancelFlag | None = None, samples: int = 2) -> Steps[list[RetainItem]]:
     """n neighbour facts (half about the subject, half about the answer), answered greedily by the base model."""
     shape = fact.shape()
     judge = contextual_judge(judge or Judge(fact.answer, tuple(fact.aliases)), fact.question)
@@ -125,7 +130,7 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
     n_subject = (n + 1) // 2 if shape.subject else 0
     n_answer = n - n_subject
     check_cancel(cancel)
-    report(progress, 0, 3, "Writing neighbour questions")
+    yield Progress(RETAIN, 0, NEIGHBOUR_STEPS, "Writing neighbour questions")
     requests = [(load_prompt("neighbour_subject.txt"), shape.slots()), (load_prompt("neighbour_answer.txt"),
                                                                          shape.slots())]
     raw = generate(llm, requests if shape.subject else [], k=max(1, n * samples), max_tokens=24, seed=llm_seed)
@@ -136,12 +141,12 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
     subject_c = _distinct(subject_c, fact.question)[:2 * max(n_subject, 1)]
     answer_c = _distinct(answer_c, fact.question)[:2 * max(n_answer, 1)]
     check_cancel(cancel)
-    report(progress, 1, 3, "Answering neighbour questions with the base model")
+    yield Progress(RETAIN, 1, NEIGHBOUR_STEPS, "Answering neighbour questions with the base model")
     questions = [q for q, _ in subject_c + answer_c]
     with _base(llm):
         answers = llm.answer(questions, max_tokens=ANSWER_TOKENS, temperature=0.0) if questions else []
     check_cancel(cancel)
-    report(progress, 2, 3, "Checking neighbour answers")
+    yield Progress(RETAIN, 2, NEIGHBOUR_STEPS, "Checking neighbour answers")
     verdicts = judge.verdicts(answers)
     subject_items, answer_known, answer_other = [], [], []
     for i, ((q, prov), a, v) in enumerate(zip(subject_c + answer_c, answers, verdicts)):
@@ -159,11 +164,11 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
     answer_items = answer_known + answer_other  # those the base model links to the answer guard it best
     take_s = min(len(subject_items), max(n_subject, n - len(answer_items)))
     chosen = subject_items[:take_s] + answer_items[:n - take_s]
-    report(progress, 3, 3, f"{len(chosen)} neighbours")
+    yield Progress(RETAIN, 3, NEIGHBOUR_STEPS, f"{len(chosen)} neighbours")
     return chosen
 
 
-def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int, progress: Progress | None = None,
+def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int,
                           cancel: CancelFlag | None = None) -> list[RetainItem]:
     """n bundled TOFU items (world facts, real authors) that neither mention the forgotten answer, an alias or the
     subject nor ask the forgotten question again; target and reference are the dataset answer."""
@@ -186,25 +191,29 @@ def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int, progress:
                  and not (shape.subject and mentions(f"{r['question']} {r['answer']}", shape.subject))]
         if len(kept) >= n:
             break
-    report(progress, 1, 1, f"{min(n, len(kept))} general items")
     return [RetainItem(r["question"], r["answer"], "general", r["answer"],
                        provenance("tofu", r["_source"], 0, seed)) for r in kept[:n]]
 
 
 def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[str, str]] = (),
-                     n_neighbours: int = 8, n_general: int = 24, seed: int = 0, progress: Progress | None = None,
-                     cancel: CancelFlag | None = None) -> list[RetainItem]:
+                     n_neighbours: int = 8, n_general: int = 24, seed: int = 0,
+                     cancel: CancelFlag | None = None) -> Steps[list[RetainItem]]:
     """Neighbours + the user's keep-facts + general items; general targets become the base model's own answers
     (retention means keeping behaviour, not teaching the dataset), with the dataset answer as reference."""
-    def stage(offset: int) -> Progress | None:
-        return None if progress is None else (lambda d, t, m: progress(offset + d, 3 + offset + t, m))
-
     judge = contextual_judge(judge, fact.question)
-    items = neighbour_questions(llm, fact, n_neighbours, seed, judge=judge, progress=stage(0), cancel=cancel)
+    neighbours = neighbour_questions(llm, fact, n_neighbours, seed, judge=judge, cancel=cancel)
+    while True:  # the neighbours' steps, counted out of this builder's total so the bar never runs backwards
+        try:
+            event = next(neighbours)
+        except StopIteration as stop:
+            items: list[RetainItem] = stop.value
+            break
+        yield replace(event, total=RETAIN_STEPS) if isinstance(event, Progress) else event
     items += [RetainItem(q, a, "keep", a, provenance("user", "keep", 0, seed)) for q, a in keep]
+    yield Progress(RETAIN, NEIGHBOUR_STEPS, RETAIN_STEPS, "Choosing general questions")
     general = general_utility_items(fact, judge, n_general + 6, seed, cancel=cancel)  # spares for the filter below
     check_cancel(cancel)
-    report(progress, 3, 4, "Answering general questions with the base model")
+    yield Progress(RETAIN, NEIGHBOUR_STEPS + 1, RETAIN_STEPS, "Answering general questions with the base model")
     with _base(llm):
         answers = llm.answer([g.question for g in general], max_tokens=ANSWER_TOKENS) if general else []
     verdicts = judge.verdicts(answers)
@@ -214,5 +223,5 @@ def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[st
         if kept < n_general and not v.contains:
             items.append(RetainItem(g.question, target, "general", g.reference, dict(g.provenance, target="base")))
             kept += 1
-    report(progress, 4, 4, f"{len(items)} retain items")
+    yield Progress(RETAIN, RETAIN_STEPS, RETAIN_STEPS, f"{len(items)} retain items")
     return items

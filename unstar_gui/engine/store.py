@@ -4,6 +4,7 @@ Layout under the data folder (platformdirs' user data dir, or $UNSTAR_HOME):
     registry.json     local models: id -> ModelRecord
     settings.json     app settings (hub token, training defaults)
     models/<id>/      imported or downloaded MLX model folders
+    models/.download-<id>/  an interrupted download, kept for the next attempt to continue from
     jobs/<job-id>/    one folder per forget job
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import platformdirs
 
 from .errors import InvalidInput, ModelNotFound, StorageError
-from .fsutil import atomic_write_json, corrupt_record, is_inside, read_json
+from .fsutil import atomic_write_json, corrupt_record, dir_size, is_inside, read_json
 
 HOME_ENV = "UNSTAR_HOME"
 APP_NAME = "UnStarStudio"
@@ -180,22 +181,21 @@ class ModelStore:
         return record
 
     def resolve(self, name_or_path: str | None) -> ModelRecord:
-        """A model id, a path to a registered model's folder, or None for the default."""
-        if name_or_path is None:
-            from .embedded import ensure_default_model
-
-            return ensure_default_model(self)
-        if self.has(name_or_path):
+        """Look a registered model up: an id, a path to its folder, or None / "default" for the default model.
+        Only looks: `embedded.resolve_model` also installs the embedded default the first time it is asked for."""
+        if name_or_path is not None and self.has(name_or_path):
             return self.get(name_or_path)
+        if name_or_path is None or name_or_path == "default":
+            record = self.default()
+            if record is None:
+                raise ModelNotFound("No model is installed yet.",
+                                    "Import one with `unstar models import`, or download one (`unstar models catalog`).")
+            return record
         p = Path(name_or_path).expanduser()
         if p.is_dir():
             for r in self.list():
                 if Path(r.path).resolve() == p.resolve():
                     return r
-        if name_or_path == "default" or name_or_path == EMBEDDED_ID:
-            from .embedded import ensure_default_model
-
-            return ensure_default_model(self)
         return self.get(name_or_path)  # raises ModelNotFound with the list of known ids
 
     def unique_id(self, base: str) -> str:
@@ -224,3 +224,14 @@ class ModelStore:
 
 
 EMBEDDED_ID = "smollm2-135m-instruct"
+
+
+def staging_dir(store: ModelStore, model_id: str) -> Path:
+    """Where a download of `model_id` collects its files until they are complete (hub.py)."""
+    return store.models_dir / f".download-{model_id}"
+
+
+def partial_bytes(store: ModelStore, model_id: str) -> int:
+    """Bytes an interrupted download of `model_id` left for the next attempt to continue from (0 if none)."""
+    staging = staging_dir(store, model_id)
+    return dir_size(staging) if staging.is_dir() else 0

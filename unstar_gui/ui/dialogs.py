@@ -8,7 +8,7 @@ from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit,
                                QPushButton, QStyle, QVBoxLayout, QWidget)
 
-from .workers import ErrorInfo
+from .errors import ErrorInfo
 
 
 class ErrorDialog(QDialog):

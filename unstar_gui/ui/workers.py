@@ -17,15 +17,15 @@ import gc
 import itertools
 import queue
 import threading
-import traceback
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from ..engine.errors import Cancelled, UnstarError
-from ..engine.events import Failed, Finished
+from ..engine.errors import Cancelled
+from ..engine.events import Finished
+from ..engine.embedded import resolve_model
 from ..engine.store import ModelStore
+from .errors import ErrorInfo
 
 # How long the GUI waits to drain a batch of events: bounds GUI work to ~30 redraws a second during training.
 DRAIN_INTERVAL_MS = 30
@@ -36,29 +36,6 @@ def new_cancel_token() -> Any:
     from ..engine.pipeline import CancelToken
 
     return CancelToken()
-
-
-@dataclass
-class ErrorInfo:
-    """What the error dialog shows: a summary (message + hint) and expandable details."""
-
-    message: str
-    hint: str = ""
-    details: str = ""
-    kind: str = ""
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> "ErrorInfo":
-        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        if isinstance(exc, UnstarError):
-            return cls(exc.message, exc.hint, details, type(exc).__name__)
-        return cls(f"Something went wrong: {type(exc).__name__}: {exc}",
-                   "Try again; if it happens again, copy the details below into a bug report.", details,
-                   type(exc).__name__)
-
-    @classmethod
-    def from_event(cls, event: Failed) -> "ErrorInfo":
-        return cls(event.message, event.hint, event.details, "Failed")
 
 
 class TaskHandle:
@@ -259,15 +236,12 @@ class MlxWorker(QObject):
             return "result", out
         except Cancelled:
             return "cancelled", None
-        except _FailedEvent as exc:
-            return "error", ErrorInfo.from_event(exc.event)
         except Exception as exc:  # every failure reaches the GUI as a dialog, never a dead thread
             return "error", ErrorInfo.from_exception(exc)
 
     def _iterate(self, task_id: int, events: Iterator[Any], token: Any) -> Any:
         """Run an engine generator, forwarding its events; its result is a Finished event or the return value."""
         result = None
-        failed: Failed | None = None
         try:
             while True:
                 if token.cancelled:
@@ -275,11 +249,9 @@ class MlxWorker(QObject):
                 try:
                     event = next(events)
                 except StopIteration as stop:
-                    return stop.value if stop.value is not None else (result if failed is None else _raise(failed))
+                    return stop.value if stop.value is not None else result
                 if isinstance(event, Finished):
                     result = event
-                elif isinstance(event, Failed):
-                    failed = event
                 self._post_event(task_id, event)
         finally:
             close = getattr(events, "close", None)
@@ -289,7 +261,7 @@ class MlxWorker(QObject):
     def _load_llm(self, store: ModelStore, model: str | None) -> Any:
         from ..engine.llm import LLM
 
-        record = store.resolve(model)
+        record = resolve_model(store, model)
         if self._llm is not None and self._llm_path == record.path:
             if self._llm.lora is not None:
                 self._llm.detach_lora()
@@ -308,12 +280,3 @@ class MlxWorker(QObject):
             gc.collect()  # free the old weights before the next model loads
             self.model_changed.emit("")
 
-
-class _FailedEvent(Exception):
-    def __init__(self, event: Failed) -> None:
-        super().__init__(event.message)
-        self.event = event
-
-
-def _raise(event: Failed) -> Any:
-    raise _FailedEvent(event)

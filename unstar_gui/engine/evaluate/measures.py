@@ -6,14 +6,16 @@ model with the job's adapter.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Generator, Sequence
 
+from ..asking import ask
 from ..events import Event, Progress
-from ..judge import known_retain, probe_leaks
+from ..judge import known_retain, probe_leaks, retain_reference
+from ..retain import GENERAL_KINDS, NEIGHBOUR_KINDS
 from . import metrics
-from .probing import (GENERAL_KINDS, NEIGHBOUR_KINDS, SPLIT_ORDER, JobData, ask, check_cancel,
-                      retain_reference)
+from .probing import SPLIT_ORDER, JobData, check_cancel
 
 REFERENCE_TEXT = Path(__file__).resolve().parents[3] / "resources" / "data" / "reference_text.txt"
 
@@ -22,14 +24,15 @@ def probe_forgetting(llm: Any, data: JobData, judge: Any, *, cancel: Any, max_to
                      batch_size: int) -> Generator[Event, None, list[dict[str, Any]]]:
     """Answer every probe with the adapter; fill missing base answers. One row per probe with known/leaks flags."""
     rows = [dict(p) for p in data.probes]
+    check = partial(check_cancel, cancel)
     missing = [i for i, r in enumerate(rows) if r.get("base_answer") is None]
     if missing:
         with llm.base_model():
-            base = yield from ask(llm, [rows[i]["question"] for i in missing], stage="efficacy", cancel=cancel,
+            base = yield from ask(llm, [rows[i]["question"] for i in missing], stage="efficacy", check=check,
                                   max_tokens=max_tokens, batch_size=batch_size, message="base answers")
         for i, a in zip(missing, base):
             rows[i]["base_answer"] = a
-    after = yield from ask(llm, [r["question"] for r in rows], stage="efficacy", cancel=cancel,
+    after = yield from ask(llm, [r["question"] for r in rows], stage="efficacy", check=check,
                            max_tokens=max_tokens, batch_size=batch_size, message="answers after unlearning")
     judge.verdicts(after)  # one batched embedding pass; probe_leaks below reads its cache
     # The same leak rule as training's re-probes (a yes/no probe leaks on "Yes", not on "No, ... Durmstrang").
@@ -64,14 +67,15 @@ def probe_retention(llm: Any, data: JobData, *, cancel: Any, max_tokens: int, ba
                     semantic: bool) -> Generator[Event, None, list[dict[str, Any]]]:
     """Answer every retain item with the adapter; each is judged against its own reference answer."""
     rows = [dict(r) for r in data.retain if retain_reference(r) and r.get("question")]
+    check = partial(check_cancel, cancel)
     missing = [i for i, r in enumerate(rows) if r.get("base_answer") is None]
     if missing:
         with llm.base_model():
-            base = yield from ask(llm, [rows[i]["question"] for i in missing], stage="retention", cancel=cancel,
+            base = yield from ask(llm, [rows[i]["question"] for i in missing], stage="retention", check=check,
                                   max_tokens=max_tokens, batch_size=batch_size, message="base answers")
         for i, a in zip(missing, base):
             rows[i]["base_answer"] = a
-    after = yield from ask(llm, [r["question"] for r in rows], stage="retention", cancel=cancel,
+    after = yield from ask(llm, [r["question"] for r in rows], stage="retention", check=check,
                            max_tokens=max_tokens, batch_size=batch_size, message="retain answers after")
     out = []
     for r, a in zip(rows, after):

@@ -9,12 +9,9 @@ from typing import Any, Generator, Sequence
 from ..errors import Cancelled, JobError
 from ..events import Event, Progress
 from ..jobs import Job, open_job
-from ..judge import Judge, JudgeSettings
 
 # Where probes come from, best first: held-out paraphrases were never trained on, so they say the most.
 SPLIT_ORDER = {"heldout": 0, "original": 1, "train": 2}
-NEIGHBOUR_KINDS = ("neighbour_subject", "neighbour_answer", "keep")
-GENERAL_KINDS = ("general",)
 
 
 @dataclass
@@ -48,17 +45,6 @@ def load_job_data(job_dir: Path) -> JobData:
                    antisamples=antisamples, wrong_answers=[w for w in wrongs if w])
 
 
-def make_judge(answer: str, aliases: Sequence[str] = (), semantic: bool = True, context: str = "") -> Judge:
-    """`context`: the forgotten question, so spans made of its own words are not taken for the answer (the same
-    judge the forget job probes with)."""
-    return Judge(answer, tuple(aliases), JudgeSettings(use_semantic=semantic), context=context)
-
-
-def retain_reference(row: dict[str, Any]) -> str:
-    """The short correct answer a retain item is scored against (the target when no reference was recorded)."""
-    return str(row.get("reference") or row.get("target") or "").strip()
-
-
 def check_cancel(cancel: Any) -> None:
     if cancel is not None and getattr(cancel, "cancelled", False):
         raise Cancelled("Evaluation cancelled.", "Nothing was written; run `unstar eval` again to evaluate.")
@@ -73,11 +59,3 @@ def generate(llm: Any, prompts: Sequence[list[int]], *, stage: str, cancel: Any 
         out += llm.generate_tokens(list(prompts[i:i + batch_size]), max_tokens=max_tokens, batch_size=batch_size)
         yield Progress(stage=stage, done=len(out), total=len(prompts), message=message)
     return out
-
-
-def ask(llm: Any, questions: Sequence[str], *, stage: str, cancel: Any = None, max_tokens: int = 64,
-        batch_size: int = 16, system: str | None = None, message: str = "") -> Generator[Event, None, list[str]]:
-    """Chat answers to plain questions (see `generate`)."""
-    prompts = [llm.chat_tokens(q, system=system) for q in questions]
-    return (yield from generate(llm, prompts, stage=stage, cancel=cancel, max_tokens=max_tokens,
-                                batch_size=batch_size, message=message))

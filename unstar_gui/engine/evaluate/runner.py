@@ -11,9 +11,10 @@ from typing import Any, Generator, Sequence
 from ..errors import JobError
 from ..events import Event, Log, StageStarted
 from ..fsutil import atomic_write_text
+from ..judge import make_judge
 from . import measures, metrics
 from .attacks import ALL, AttackContext, AttackSettings, parse_attacks, run_attack
-from .probing import SPLIT_ORDER, JobData, load_job_data, make_judge
+from .probing import SPLIT_ORDER, JobData, load_job_data
 from .report_html import render_html
 
 EVALUATION_VERSION = 1

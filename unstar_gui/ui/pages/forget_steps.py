@@ -18,25 +18,16 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from ...engine.events import Log, ProbeResult, Progress, SamplesReady, StageStarted, TrainStep
 from ...engine.fsutil import human_bytes
-from ...engine.jobs import Job
+from ...engine.jobs import discard_samples
 from ..charts import LossChart, RoundChart
 from ..dialogs import confirm, show_error
 from ..tables import Column, RowsTable
-from ..workers import ErrorInfo, TaskHandle
+from ..errors import ErrorInfo
+from ..workers import TaskHandle
 from .common import TrainingForm, format_eta, percent
 
 if TYPE_CHECKING:
     from .forget import ForgetWizard
-
-GENERATED_FILES = ("probes.jsonl", "antisamples.jsonl", "retain.jsonl")
-
-
-def discard_samples(job: Job) -> None:
-    """Samples made for an older fact or keep list would teach the wrong thing: the next run makes new ones."""
-    for name in GENERATED_FILES:
-        job.file(name).unlink(missing_ok=True)
-    job.update(samples_ready=False)
-
 
 class Step(QWidget):
     title = ""
@@ -404,8 +395,8 @@ class KeepStep(Step):
             from ...engine.retain import neighbour_questions
 
             llm = ctx.llm(model)
-            items = neighbour_questions(llm, Fact(fact["question"], fact["answer"], fact["aliases"]), n, seed,
-                                        cancel=ctx.cancel)
+            items = yield from neighbour_questions(llm, Fact(fact["question"], fact["answer"], fact["aliases"]), n,
+                                                   seed, cancel=ctx.cancel)
             return [{"question": it.question, "answer": it.target, "kind": it.kind} for it in items]
 
         def show(rows: list[dict[str, Any]]) -> None:

@@ -110,6 +110,6 @@ def _verdict(job: dict[str, Any], report: dict[str, Any] | None) -> str:
 
 
 def _busy_error():
-    from ..workers import ErrorInfo
+    from ..errors import ErrorInfo
 
     return ErrorInfo("This job is running.", "Cancel it on the Forget page first, then delete it.")
