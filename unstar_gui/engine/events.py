@@ -92,6 +92,16 @@ class DownloadProgress(Event):
 
 
 @dataclass
+class AnswerPiece(Event):
+    """A piece of a streamed chat answer. `side` names the model that spoke ("base" or "adapted"); an empty piece
+    with `done` set closes that side's answer."""
+
+    side: str
+    text: str
+    done: bool = False
+
+
+@dataclass
 class Finished(Event):
     job_dir: str = ""
     summary: dict[str, Any] = field(default_factory=dict)

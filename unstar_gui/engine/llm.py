@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 from .backend import Backend, detect
 from .errors import ImportFailed, InvalidInput, ModelNotFound
+from .events import AnswerPiece
 
 DEFAULT_MAX_TOKENS = 64
 MLP_KEYS = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -58,6 +59,16 @@ class LoraSettings:
         """An adapter trained on blocks [lo, hi) of a model with `total_blocks` blocks."""
         lo, hi = max(0, min(lo, total_blocks - 1)), max(1, min(hi, total_blocks))
         return cls(rank=rank, scale=scale, num_layers=total_blocks - lo, keys=keys, window=(lo, max(hi, lo + 1)))
+
+
+@dataclass
+class ChatOptions:
+    """How a chat answer is sampled. Temperature 0 is greedy (the same answer every time, best for comparing);
+    a repetition penalty above 1 keeps small models from looping on one phrase."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    repetition_penalty: float = 1.1
 
 
 class LLM:
@@ -146,6 +157,32 @@ class LLM:
                 raise InvalidInput("A question is empty.", "Type a question before asking the model.")
         prompts = [self.chat_tokens(q, system=system) for q in questions]
         return self.generate_tokens(prompts, max_tokens, temperature, seed, batch_size)
+
+    def stream(self, question: str, history: Sequence[tuple[str, str]] = (), options: ChatOptions | None = None,
+               cancel: Any = None, system: str | None = None) -> Iterator[str]:
+        """Answer `question` after the earlier turns `history` ((question, answer) pairs, through the chat
+        template), yielding the text piece by piece as the tokens come. `cancel` (anything with `.cancelled`) is
+        checked before every piece, so a stop lands within a token; the generator then just ends."""
+        from mlx_lm.generate import stream_generate
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+        self._check_thread()
+        if not question or not question.strip():
+            raise InvalidInput("The question is empty.", "Type a question before asking the model.")
+        options = options or ChatOptions()
+        prompt = self.chat_tokens(question, system=system, history=history)
+        penalty = options.repetition_penalty if options.repetition_penalty != 1.0 else None
+        responses = stream_generate(self.model, self.tokenizer, prompt, max_tokens=max(1, options.max_tokens),
+                                    sampler=make_sampler(temp=max(0.0, options.temperature)),
+                                    logits_processors=make_logits_processors(repetition_penalty=penalty))
+        try:
+            for response in responses:
+                if cancel is not None and cancel.cancelled:
+                    return
+                if response.text:
+                    yield response.text
+        finally:
+            responses.close()  # stop mlx-lm's generator now, not when it is garbage-collected
 
     def complete(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS, temperature: float = 0.0,
                  seed: int | None = None) -> list[str]:
@@ -312,6 +349,19 @@ class LLM:
         if swaps:
             self.model.update_modules(tree_unflatten(swaps))
         self.lora = None
+
+
+def stream_sides(llm: LLM, question: str, histories: dict[str, Sequence[tuple[str, str]]],
+                 options: ChatOptions | None = None, cancel: Any = None) -> Iterator[AnswerPiece]:
+    """One question to each side in `histories`, in order: "base" answers with the adapter switched off, "adapted"
+    with it on. Each side continues its own conversation, so neither model sees the other's answers."""
+    for side, history in histories.items():
+        with llm.base_model() if side == "base" else contextlib.nullcontext():
+            for text in llm.stream(question, history, options, cancel):
+                yield AnswerPiece(side, text)
+        if cancel is not None and cancel.cancelled:
+            return  # a stopped side is not "done": the GUI marks it stopped
+        yield AnswerPiece(side, "", done=True)
 
 
 def pad_batch(seqs: Sequence[list[int]], starts: Sequence[int], pad_id: int = 0):
