@@ -201,7 +201,7 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     assert wizard.index == 6
     out = tmp_path / "exports"
     out.mkdir()
-    monkeypatch.setattr("unstar_gui.ui.pages.forget_steps.QFileDialog.getExistingDirectory",
+    monkeypatch.setattr("unstar_gui.ui.pages.forget.export.QFileDialog.getExistingDirectory",
                         lambda *a, **k: str(out))
     qtbot.mouseClick(export.adapters_btn, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, export)
@@ -236,6 +236,31 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     window.jobs_page.reopen()
     assert window.stack.currentWidget() is wizard and wizard.index == 5
     assert wizard.steps[5].table.rowCount() == len(report["before_after"])
+
+
+def test_wizard_saves_its_step_by_key_and_opens_jobs_saved_by_index(qtbot, window, tiny_model, monkeypatch):
+    """job.json's ui_step names the step ("fact", "keep", ...); jobs saved before that hold its position, and open
+    at the same step."""
+    patch_dialogs(monkeypatch)
+    from unstar_gui.engine.pipeline import ForgetRequest, ForgetSettings, create_forget_job
+    from unstar_gui.ui.pages.forget import STEP_KEYS, saved_step_index
+
+    assert STEP_KEYS == ("model", "fact", "keep", "samples", "train", "results", "export")
+    job = create_forget_job(ForgetRequest("Where did Harry Potter go to school?", "Hogwarts", model="tiny",
+                                          settings=ForgetSettings(**SMALL_JOB), force=True))
+    job.update(ui_step=2, ui_keep_reviewed=True)  # an old job: the keep step by position; reviewed, so no model work
+    wizard = window.forget_page
+    wizard.open_job(job.dir)
+    assert wizard.index == 2 and wizard.current.key == "keep"
+    assert job.read()["ui_step"] == "keep"  # entering a step saves its key
+    wizard.go(1)
+    assert job.read()["ui_step"] == "fact"
+    wizard.open_job(job.dir)
+    assert wizard.index == 1
+    job.update(ui_step="keep")
+    wizard.open_job(job.dir)
+    assert wizard.current is wizard.steps[2]
+    assert [saved_step_index(v) for v in ("samples", 4, "no-such-step", True, 99, None)] == [3, 4, 1, 1, 1, 1]
 
 
 def test_jobs_page_offers_resume_and_deletes(qtbot, window, tiny_model, monkeypatch):

@@ -13,13 +13,31 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QStackedWidget, QVBoxLayout, QWidget
 
-from ...engine.jobs import Job, open_job
-from ..services import Services, training_defaults
-from .common import PageHeader
-from .forget_steps import (AntiSamplesStep, ExportStep, FactStep, KeepStep, ModelStep, ResultsStep, Step,
-                           TrainingStep)
+from ....engine.jobs import Job, open_job
+from ...services import Services, training_defaults
+from ..common import PageHeader
+from .export import ExportStep
+from .fact import FactStep
+from .keep import KeepStep
+from .model import ModelStep
+from .results import ResultsStep
+from .samples import AntiSamplesStep
+from .step import Step
+from .training import TrainingStep
 
-STEP_CLASSES = (ModelStep, FactStep, KeepStep, AntiSamplesStep, TrainingStep, ResultsStep, ExportStep)
+STEP_CLASSES: tuple[type[Step], ...] = (ModelStep, FactStep, KeepStep, AntiSamplesStep, TrainingStep, ResultsStep,
+                                        ExportStep)
+STEP_KEYS = tuple(cls.key for cls in STEP_CLASSES)
+
+
+def saved_step_index(saved: Any, default: int = 1) -> int:
+    """The step a job.json "ui_step" names: a step key ("keep"), or, in jobs saved before keys, the step's position
+    (those jobs were saved with the same seven steps in this order). Anything else: `default` (the fact step)."""
+    if isinstance(saved, str) and saved in STEP_KEYS:
+        return STEP_KEYS.index(saved)
+    if isinstance(saved, int) and not isinstance(saved, bool) and 0 <= saved < len(STEP_CLASSES):
+        return saved
+    return default
 
 
 @dataclass
@@ -101,7 +119,7 @@ class ForgetWizard(QWidget):
             crumb.style().unpolish(crumb)
             crumb.style().polish(crumb)
         if self.state.job is not None:
-            self.state.job.update(ui_step=index)
+            self.state.job.update(ui_step=step.key)
         step.enter()
         self._update_nav()
 
@@ -193,7 +211,7 @@ class ForgetWizard(QWidget):
         elif data.get("status") == "done":
             target = STEP_CLASSES.index(ResultsStep)
         else:
-            target = min(int(data.get("ui_step", 1)), training)
+            target = min(saved_step_index(data.get("ui_step")), training)
         self.go(target)
         if resume:
             self.steps[training].start()
