@@ -11,11 +11,13 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence, TypeVar
 
 from .backend import Backend, detect
-from .errors import ImportFailed, InvalidInput, ModelNotFound
+from .errors import Cancelled, ImportFailed, InvalidInput, ModelNotFound
 from .events import AnswerPiece
+
+T = TypeVar("T")
 
 DEFAULT_MAX_TOKENS = 64
 MLP_KEYS = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -94,6 +96,9 @@ class LLM:
         mx.eval(self.model.parameters())
         self.model.eval()
         self.lora: LoraSettings | None = None
+        # The running job's cancel flag (see `cancellable`): batch generation checks it after every token, so a stop
+        # lands within a token instead of after a whole batch of answers (~1 min on a slow CPU).
+        self.cancel: Any = None
         eos = set(self.tokenizer.eos_token_ids)
         self.eos_ids = eos
 
@@ -145,9 +150,30 @@ class LLM:
             kwargs: dict[str, Any] = {"max_tokens": max_tokens}
             if sampler is not None:
                 kwargs["sampler"] = sampler
-            res = batch_generate(self.model, self.tokenizer, chunk, **kwargs)
-            out.extend(t.strip() for t in res.texts)
+            if self.cancel is None:
+                texts = batch_generate(self.model, self.tokenizer, chunk, **kwargs).texts
+            else:
+                texts = self._generate_cancellable(chunk, max_tokens, sampler)
+            out.extend(t.strip() for t in texts)
         return out
+
+    def _generate_cancellable(self, prompts: list[list[int]], max_tokens: int, sampler: Any) -> list[str]:
+        """mlx-lm's batch_generate loop, checking `self.cancel` after every generated token."""
+        from mlx_lm.generate import BatchGenerator
+
+        gen = BatchGenerator(self.model, stop_tokens=[[t] for t in self.tokenizer.eos_token_ids],
+                             **({"sampler": sampler} if sampler is not None else {}))
+        try:
+            uids = gen.insert(prompts, [max_tokens] * len(prompts))
+            tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+            while responses := gen.next_generated():
+                _check_cancel(self.cancel)
+                for r in responses:
+                    if r.finish_reason != "stop":
+                        tokens[r.uid].append(r.token)
+        finally:
+            gen.close()
+        return [self.tokenizer.decode(tokens[uid]) for uid in uids]
 
     def answer(self, questions: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS, system: str | None = None,
                temperature: float = 0.0, seed: int | None = None, batch_size: int = 16) -> list[str]:
@@ -362,6 +388,24 @@ def stream_sides(llm: LLM, question: str, histories: dict[str, Sequence[tuple[st
         if cancel is not None and cancel.cancelled:
             return  # a stopped side is not "done": the GUI marks it stopped
         yield AnswerPiece(side, "", done=True)
+
+
+def _check_cancel(cancel: Any) -> None:
+    if not getattr(cancel, "cancelled", False):
+        return
+    if hasattr(cancel, "check"):
+        cancel.check()  # a job's CancelToken: Cancelled, or Interrupted for a signal
+    raise Cancelled("Cancelled by the user.", "")
+
+
+def cancellable(llm: LLM, cancel: Any, steps: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+    """Run the job `steps` with `cancel` checked inside the model's generation loops too (not only between
+    batches); the model is shared between tasks, so the flag is taken off again when the job ends."""
+    llm.cancel = cancel
+    try:
+        return (yield from steps)
+    finally:
+        llm.cancel = None
 
 
 def pad_batch(seqs: Sequence[list[int]], starts: Sequence[int], pad_id: int = 0):
