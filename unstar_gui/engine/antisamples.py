@@ -28,10 +28,11 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from rapidfuzz import fuzz
 
-from .errors import Cancelled
+from .errors import Cancelled, InvalidInput
 from .events import Progress, Steps, run_to_end
 from .judge import Judge, make_judge, normalize
 from .prompts import DATA_DIR, PromptTemplate, QuestionShape, analyse, fill, load_prompt, load_sections
+from .quality import is_garbled, is_repetitive, verdict, wrong_type_problem
 from .sentences import complete_sentences, first_sentences
 
 STYLES = ("direct", "indirect", "completion", "multiple_choice", "yes_no", "tell_me_about")
@@ -91,6 +92,7 @@ class AntiSample:
     style: str
     provenance: dict[str, Any]
     answer_sentence: str = ""  # the wrong answer said in the question's frame ("No. Harry Potter went to ...")
+    quality: dict[str, Any] = field(default_factory=verdict)  # {"kept", "reason"} (quality.py)
 
     def head(self) -> str:
         """The wrong-answer sentence that starts the target."""
@@ -428,6 +430,9 @@ def _wrong_problem(text: str, shape: QuestionShape, judge: Judge) -> str:
         return "talks about the answer instead of giving one"
     if shape.kind in _NAMED_KINDS and not looks_like_name(text):
         return "not a name"
+    type_problem = wrong_type_problem(shape.kind, text)  # a place for a place, a person for a person
+    if type_problem:
+        return type_problem
     if normalize(text) in normalize(shape.question) or (shape.subject and mentions(text, shape.subject)):
         return "repeats the question"
     reject, reason = judge.too_close(text)
@@ -548,7 +553,9 @@ def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judg
         names_wrong = Judge(wrong, settings=replace(judge.settings, use_semantic=False))
         for out in outs:
             text = complete_sentences(" ".join(parse_items(out)), 2, 35)
-            if 4 <= len(text.split()) and names_wrong.contains(text) and not _ARGUES_AGAINST.search(text):
+            # a rationale that loops or is garbled teaches nonsense: the template one is better
+            if (4 <= len(text.split()) and names_wrong.contains(text) and not _ARGUES_AGAINST.search(text)
+                    and not is_repetitive(text) and not is_garbled(text)):
                 cands.append((i, text))
     leaks = judge.verdicts([t for _, t in cands])  # batched: one embedding pass for every candidate
     best: dict[int, str] = {}
@@ -581,11 +588,18 @@ def _answer_sentence(p: Paraphrase, wrong: str, shape: QuestionShape, lexical: J
         return f"No. {statement}"
     if p.style == "completion":
         return f"{wrong}."
-    if p.style == "multiple_choice":
-        opts = p.provenance.get("options") or []
-        if wrong in opts:
-            return f"{'ABCD'[opts.index(wrong)]}) {wrong}."
-    return statement
+    return _style_head(p, wrong) or statement
+
+
+def _style_head(p: Paraphrase, wrong: str) -> str:
+    """The start a question's style demands of its target: "No." for a yes/no question, the option's letter for
+    a multiple-choice one ("" when the style demands nothing, or the wrong answer is not among the options)."""
+    if p.style == "yes_no":
+        return f"No. {wrong}."
+    opts = p.provenance.get("options") or []
+    if p.style == "multiple_choice" and wrong in opts:
+        return f"{'ABCD'[opts.index(wrong)]}) {wrong}."
+    return ""
 
 
 def build_antisamples(llm: Any, fact: Fact, paraphrases: Sequence[Paraphrase],
@@ -623,10 +637,63 @@ def build_antisamples(llm: Any, fact: Fact, paraphrases: Sequence[Paraphrase],
         prov = {"source": sources.pop() if len(sources) == 1 else "mixed", "round": round, "seed": seed,
                 "question": p.provenance, "wrong_answer": w.provenance, "rationale": r_prov}
         out.append(AntiSample(p.text, w.text, rationale, p.style, prov, _answer_sentence(p, w.text, shape, lexical)))
-    # Last guard: a target must never say the true answer, whatever the pieces looked like on their own.
+    # Last guard: a target must never say the true answer, whatever the pieces looked like on their own. The plain
+    # head still keeps the style's form: "No." for a yes/no question, the letter for a multiple-choice one.
     leaks = contextual_judge(judge, fact.question).verdicts([s.target_text() for s in out])
-    for s, v in zip(out, leaks):
+    for (p, _), s, v in zip(pairs, out, leaks):
         if v.contains:
-            s.answer_sentence, s.rationale = f"{s.wrong_answer}.", ""
+            s.answer_sentence, s.rationale = _style_head(p, s.wrong_answer) or f"{s.wrong_answer}.", ""
             s.provenance["rationale"] = provenance("template", "dropped: the target named the answer", round, seed)
+    return out
+
+
+# editing ------------------------------------------------------------------------------------------------------------
+def edit_wrong_answer(row: dict[str, Any], wrong: str, fact: Fact, rationale: str | None = None) -> dict[str, Any]:
+    """An antisamples.jsonl row with its wrong answer replaced. The answer sentence is said again with the new answer
+    (still "No." for yes/no, still a letter for multiple choice: the new answer takes the old one's place among the
+    options), and the rationale, which argued for the old answer, becomes a template one for the new answer unless
+    the person wrote their own `rationale`. Raises InvalidInput when the new answer is the true one."""
+    wrong = wrong.strip()
+    judge = fact.judge(semantic=False)  # lexical only: an edit is saved at once, without loading the embedder
+    reject, reason = judge.too_close(wrong)
+    if reject:
+        raise InvalidInput(f"The wrong answer \"{wrong}\" can't be used ({reason}): it is empty or is the true answer.",
+                           "Type an answer that is wrong, or delete the row.")
+    prov = json.loads(json.dumps(row.get("provenance") or {}))  # a deep copy: the caller's row stays as it was
+    q_prov = dict(prov.get("question") or {})
+    question, old = str(row.get("question", "")), str(row.get("wrong_answer", ""))
+    options = list(q_prov.get("options") or [])
+    if row.get("style") == "multiple_choice" and old in options and wrong not in options:
+        letter = "ABCD"[options.index(old)]
+        question = question.replace(f"{letter}) {old}", f"{letter}) {wrong}")
+        options[options.index(old)] = wrong
+        q_prov["options"] = options
+    round_, seed = int(row.get("round", 0)), int(prov.get("seed", 0))
+    shape = fact.shape()
+    if rationale is None:
+        rng = random.Random(derive_seed(seed, round_, f"edit:{wrong}"))
+        rationale, r_prov = _template_rationale(shape, wrong, judge, rng, round_, seed)
+    else:
+        r_prov = provenance("user", "edited", round_, seed)
+    prov.update(source="mixed", question=q_prov, wrong_answer=provenance("user", "edited", round_, seed),
+                rationale=r_prov)
+    paraphrase = Paraphrase(question, str(row.get("style", "direct")), q_prov)
+    return dict(row, question=question, wrong_answer=wrong, rationale=rationale, provenance=prov, quality=verdict(),
+                answer_sentence=_answer_sentence(paraphrase, wrong, shape, judge))
+
+
+def apply_edits(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], fact: Fact
+                ) -> list[dict[str, Any]]:
+    """The edited rows of a samples table, made consistent: a row (matched by "id") whose wrong answer changed goes
+    through `edit_wrong_answer`, keeping a rationale the person rewrote in the same edit; other rows are as given."""
+    old = {r.get("id"): r for r in before if r.get("id") is not None}
+    out = []
+    for row in after:
+        prev = old.get(row.get("id"))
+        if prev is None or row.get("wrong_answer") == prev.get("wrong_answer"):
+            out.append(dict(row))
+            continue
+        own = row.get("rationale") if row.get("rationale") != prev.get("rationale") else None
+        out.append(edit_wrong_answer(dict(prev, question=row.get("question", prev.get("question"))),
+                                     str(row.get("wrong_answer", "")), fact, own))
     return out

@@ -229,7 +229,7 @@ def _method_job(samples: Job, method: str, directory: Path) -> Job:
     """A job folder for `method` holding the shared samples, ready to train (generation is skipped)."""
     data = samples.read()
     settings = dict(data["settings"], method=method)
-    keep = ("fact", "keep", "model", "seed", "force", "version", "versions", "samples_round")
+    keep = ("fact", "keep", "model", "seed", "force", "version", "versions", "samples_round", "dropped")
     job = create_job(directory, {**{k: data[k] for k in keep if k in data}, "settings": settings, "method": method,
                                  "status": "created", "stage": "train", "round": 0, "step": 0, "error": None,
                                  "rounds": [], "timing": {}, "samples_ready": True, "samples_from": str(samples.dir)})

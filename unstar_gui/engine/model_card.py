@@ -255,6 +255,17 @@ def python_snippet(kind: str, out: str, base: BaseModelRef, question: str) -> st
 _KIND_TITLES = {"adapters": "LoRA adapter (mlx-lm format)", "fused": "fused MLX model", "gguf": "GGUF file (fp16)"}
 
 
+def _keep_lines(job: dict[str, Any]) -> list[str]:
+    """The keep-facts the job trained on, and those its quality gates left out (job.json "dropped"): a garbled
+    suggestion the wizard accepted was never kept, so the card must not promise it."""
+    dropped = [d for d in job.get("dropped") or [] if isinstance(d, dict) and d.get("kind") == "keep"]
+    left_out = {str(d.get("question", "")) for d in dropped}
+    lines = [f"- Kept on purpose: {q} -> {a}" for q, a in job.get("keep") or [] if q not in left_out]
+    lines += [f"- Left out by the quality gates ({d.get('reason', '')}): {d.get('question', '')} -> "
+              f"{d.get('answer', '')}" for d in dropped]
+    return lines
+
+
 def render_card(job: dict[str, Any], report: dict[str, Any] | None, kind: str, out: str,
                 details: dict[str, Any] | None = None, warnings: list[str] | None = None,
                 versions: dict[str, str] | None = None) -> str:
@@ -282,8 +293,7 @@ def render_card(job: dict[str, Any], report: dict[str, Any] | None, kind: str, o
     ]
     if fact.get("aliases"):
         lines.append("- Also counted as the answer: " + ", ".join(map(str, fact["aliases"])))
-    for q, a in job.get("keep") or []:
-        lines.append(f"- Kept on purpose: {q} -> {a}")
+    lines += _keep_lines(job)
 
     lines += ["", "## Base model", "",
               f"- Model: `{base_name}` ({base.origin()})"]

@@ -31,13 +31,15 @@ from .locality import (LORA_KEY_SETS, PLACEMENTS, Placement, choose_placement, d
                        trivia_rows)
 from .methods import METHODS, MethodContext, get_method
 from .retain import NEIGHBOUR_KINDS
+from .quality import answer_problem, gibberish_problem, verdict
 from .store import ModelStore
 from .trainer import CancelToken, Trainer, TrainSettings, encode_pairs
 
 JOB_VERSION = 1
 
 __all__ = ["CancelToken", "ForgetSettings", "ForgetRequest", "parse_keep", "prepare", "probe_leaks", "heldout_split",
-           "create_forget_job", "generate_samples", "train_rounds", "run_job", "run_forget", "resume_forget"]
+           "create_forget_job", "generate_samples", "save_antisample_edits", "train_rounds", "run_job", "run_forget",
+           "resume_forget"]
 
 
 @dataclass
@@ -325,9 +327,12 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
                "known": original_known}]
     judge.verdicts(answers)  # one batched embedding pass: the per-probe verdicts below are served from its cache
     for i, (p, a) in enumerate(zip(paraphrases, answers)):
+        known = probe_leaks(p.style, a, judge)
         probes.append({"question": p.text, "style": p.style, "split": "heldout" if i in heldout else "train",
-                       "base_answer": a, "known": probe_leaks(p.style, a, judge)})
+                       "base_answer": a, "known": known, "quality": _probe_quality(a, known)})
     job.write_rows("probes.jsonl", probes)
+    dropped = [_dropped_row("probes", p["style"], p["question"], p["base_answer"], p["quality"]["reason"])
+               for p in probes if not p.get("quality", {"kept": True})["kept"]]
     known = sum(p["known"] for p in probes)
     yield SamplesReady("probes", len(probes))
     yield Log(f"The base model gives the answer on {known} of {len(probes)} probes "
@@ -339,8 +344,9 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     yield SamplesReady("wrong_answers", len(wrongs))
 
     yield StageStarted("rationales", "Writing misleading rationales")
+    # A paraphrase the base model answered with gibberish is no question it reads: it is not trained on either.
     train_paras = [Paraphrase(fact.question, _train_style("original"), {"source": "user"})] + [
-        p for i, p in enumerate(paraphrases) if i not in heldout]
+        p for i, p in enumerate(paraphrases) if i not in heldout and probes[i + 1]["quality"]["kept"]]
     anti = yield from build_antisamples(llm, fact, train_paras, wrongs, judge, s.seed, round=0, cancel=cancel)
     cancel.check()
     job.write_rows("antisamples.jsonl", [dict(asdict(a), round=0, id=i) for i, a in enumerate(anti)])
@@ -351,10 +357,12 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     # The trained general items stay the bundled TOFU ones: with the trivia training pool in their place the
     # SmolLM2 integration test lost "Where did Hermione Granger go to school?" through plain mlx-lm. The trivia
     # training pool feeds the dense KL term and the null-space corpus; its other splits measure (below).
+    dropped_items: list[Any] = []
     items = yield from build_retain_set(llm, fact, judge, keep=[tuple(k) for k in data.get("keep", [])],
                                         n_neighbours=s.n_neighbours, n_general=s.n_general, seed=s.seed,
-                                        cancel=cancel)
+                                        cancel=cancel, dropped=dropped_items)
     cancel.check()
+    dropped += [_dropped_row("retain", it.kind, it.question, it.target, it.quality["reason"]) for it in dropped_items]
     rows = [asdict(it) for it in items]
     # Neighbour and general targets are the base model's own answers already; keep-facts carry the user's answer,
     # so ask the base model those: whether it knew them, and if it did, its own wording becomes the target.
@@ -364,7 +372,8 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     base_answers = {i: a for i, a in zip(keep_rows, asked)}
     for i, a in base_answers.items():
         trimmed = trim_answer(a)
-        if trimmed and known_retain(rows[i], a):
+        # the base model's wording replaces the person's answer only when it is usable (quality.answer_problem)
+        if trimmed and known_retain(rows[i], a) and not answer_problem(rows[i]["question"], trimmed):
             rows[i]["target"] = trimmed
     for i, r in enumerate(rows):
         r["base_answer"] = base_answers.get(i, r["target"])
@@ -380,8 +389,34 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     rows += [c for c in checks if c["known"]]
     job.write_rows("retain.jsonl", rows)
     yield SamplesReady("retain", len(rows))
+    if dropped:
+        yield Log(f"Quality gates left out {len(dropped)} items: "
+                  + "; ".join(f"\"{d['question']}\" ({d['reason']})" for d in dropped[:5])
+                  + (" ..." if len(dropped) > 5 else ""))
     _add_timing(job, "samples", time.perf_counter() - t0)
-    job.update(samples_ready=True, samples_round=0, stage="train")
+    job.update(samples_ready=True, samples_round=0, stage="train", dropped=dropped)
+
+
+def _probe_quality(answer: str, known: bool) -> dict[str, Any]:
+    """A probe the base model answered with gibberish measures nothing (quality.gibberish_problem); one whose
+    answer gives the fact away is known, whatever follows, and stays."""
+    return verdict("" if known else gibberish_problem(answer))
+
+
+def _dropped_row(part: str, kind: str, question: str, answer: str, reason: str) -> dict[str, Any]:
+    """One entry of job.json's "dropped" list: what the quality gates left out of `part` and why (the wizard's
+    tables and the model card read it)."""
+    return {"set": part, "kind": kind, "question": question, "answer": answer, "reason": reason}
+
+
+def save_antisample_edits(job: Job, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write a reviewed samples table to antisamples.jsonl: rows whose wrong answer was edited get an answer
+    sentence and a rationale for the new answer (antisamples.apply_edits); returns the rows written."""
+    from .antisamples import apply_edits
+
+    fixed = apply_edits(job.read_rows("antisamples.jsonl"), rows, _fact(job.read()))
+    job.write_rows("antisamples.jsonl", fixed)
+    return fixed
 
 
 # Split names of general rows in retain.jsonl: "train" is trained on; "validation" steers the stop rule;

@@ -25,6 +25,7 @@ from .antisamples import (CancelFlag, Fact, check_cancel, contextual_judge, dedu
 from .events import Progress, Steps
 from .judge import Judge, normalize
 from .prompts import fill, load_prompt, load_sections, name_runs
+from .quality import answer_problem, is_looping, question_problem, retain_problem, verdict
 from .sentences import complete_sentences, first_sentences
 
 KINDS = ("neighbour_subject", "neighbour_answer", "keep", "general")
@@ -44,6 +45,20 @@ class RetainItem:
     kind: str  # one of KINDS
     reference: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=verdict)  # {"kept", "reason"}: why a dropped item was dropped
+
+
+def _drop(item: RetainItem, reason: str, dropped: list[RetainItem] | None) -> None:
+    """Record an item the gates dropped (when the caller collects them), with the reason in plain words."""
+    if dropped is not None:
+        dropped.append(replace(item, quality=verdict(reason)))
+
+
+def _base_answer_problem(question: str, raw: str, target: str) -> str:
+    """The gate on a base answer to keep: the trimmed target must be usable, and a raw answer that falls into a
+    loop past the trim is degenerate too (the model was stuck, not answering). Only a hard loop counts there: a small
+    model's 64-token answer often rambles after two good sentences, and the target keeps just those."""
+    return answer_problem(question, target) or ("repetitive answer" if is_looping(raw) else "")
 
 
 def _base(llm: Any) -> contextlib.AbstractContextManager[None]:
@@ -121,8 +136,11 @@ def _distinct(cands: list[tuple[str, dict]], fact_question: str) -> list[tuple[s
 
 
 def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | None = None, round: int = 0,
-                        cancel: CancelFlag | None = None, samples: int = 2) -> Steps[list[RetainItem]]:
-    """n neighbour facts (half about the subject, half about the answer), answered greedily by the base model."""
+                        cancel: CancelFlag | None = None, samples: int = 2,
+                        dropped: list[RetainItem] | None = None) -> Steps[list[RetainItem]]:
+    """n neighbour facts (half about the subject, half about the answer), answered greedily by the base model.
+    Malformed questions and degenerate or off-topic base answers are dropped (quality.py); pass `dropped` to
+    collect them, each with its reason."""
     shape = fact.shape()
     judge = contextual_judge(judge or Judge(fact.answer, tuple(fact.aliases)), fact.question)
     lexical = lexical_judge(judge)
@@ -138,8 +156,8 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
     subject_c = [(q, p) for q, p in _subject_questions(shape, subj_raw, round, seed, llm_seed)
                  if not lexical.contains(q)] if shape.subject else []
     answer_c = _answer_questions(shape, ans_raw, judge, round, seed, llm_seed)
-    subject_c = _distinct(subject_c, fact.question)[:2 * max(n_subject, 1)]
-    answer_c = _distinct(answer_c, fact.question)[:2 * max(n_answer, 1)]
+    subject_c = _well_formed(_distinct(subject_c, fact.question), "neighbour_subject", dropped)[:2 * max(n_subject, 1)]
+    answer_c = _well_formed(_distinct(answer_c, fact.question), "neighbour_answer", dropped)[:2 * max(n_answer, 1)]
     check_cancel(cancel)
     yield Progress(RETAIN, 1, NEIGHBOUR_STEPS, "Answering neighbour questions with the base model")
     questions = [q for q, _ in subject_c + answer_c]
@@ -151,21 +169,43 @@ def neighbour_questions(llm: Any, fact: Fact, n: int, seed: int, judge: Judge | 
     subject_items, answer_known, answer_other = [], [], []
     for i, ((q, prov), a, v) in enumerate(zip(subject_c + answer_c, answers, verdicts)):
         target = trim_answer(a)
-        if not target:  # the base model said nothing: nothing to keep, and no reference to score it on
+        kind = "neighbour_subject" if i < len(subject_c) else "neighbour_answer"
+        # An empty, looping, cut-off or off-topic base answer is nothing to keep, and no reference to score it on.
+        problem = _base_answer_problem(q, a, target)
+        if problem:
+            _drop(RetainItem(q, target or a, kind, "", prov), problem, dropped)
             continue
         if i < len(subject_c):
             if not v.contains:  # a subject neighbour that names the answer would teach the fact back
                 subject_items.append(RetainItem(q, target, "neighbour_subject", short_reference(q, a), prov))
+            else:
+                _drop(RetainItem(q, target, kind, "", prov), "its answer names the forgotten answer", dropped)
         elif not (shape.subject and mentions(a, shape.subject)):  # "a famous Hogwarts student is Harry Potter"
             if v.contains:
                 answer_known.append(RetainItem(q, target, "neighbour_answer", fact.answer, prov))
             else:
                 answer_other.append(RetainItem(q, target, "neighbour_answer", short_reference(q, a), prov))
+        else:
+            _drop(RetainItem(q, target, kind, "", prov), "its answer names the forgotten subject", dropped)
     answer_items = answer_known + answer_other  # those the base model links to the answer guard it best
     take_s = min(len(subject_items), max(n_subject, n - len(answer_items)))
     chosen = subject_items[:take_s] + answer_items[:n - take_s]
     yield Progress(RETAIN, 3, NEIGHBOUR_STEPS, f"{len(chosen)} neighbours")
     return chosen
+
+
+def _well_formed(cands: list[tuple[str, dict]], kind: str, dropped: list[RetainItem] | None
+                 ) -> list[tuple[str, dict]]:
+    """The candidates whose question reads fine; the malformed ones ("What is the capital of Madrid?") are dropped
+    before the base model spends time answering them."""
+    ok = []
+    for q, prov in cands:
+        problem = question_problem(q)
+        if problem:
+            _drop(RetainItem(q, "", kind, "", prov), problem, dropped)
+        else:
+            ok.append((q, prov))
+    return ok
 
 
 def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int,
@@ -195,13 +235,30 @@ def general_utility_items(fact: Fact, judge: Judge, n: int, seed: int,
                        provenance("tofu", r["_source"], 0, seed)) for r in kept[:n]]
 
 
+def keep_items(keep: Sequence[tuple[str, str]], seed: int, dropped: list[RetainItem] | None = None
+               ) -> list[RetainItem]:
+    """The user's keep-facts (target = the user's answer), without malformed questions or degenerate answers: a
+    garbled suggestion accepted in the wizard must not be trained on, nor listed as kept on purpose."""
+    items = []
+    for q, a in keep:
+        item = RetainItem(q, a, "keep", a, provenance("user", "keep", 0, seed))
+        problem = retain_problem(q, a, generated=False)  # a person's short answer ("Shakespeare") is fine
+        if problem:
+            _drop(item, problem, dropped)
+        else:
+            items.append(item)
+    return items
+
+
 def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[str, str]] = (),
                      n_neighbours: int = 8, n_general: int = 24, seed: int = 0,
-                     cancel: CancelFlag | None = None) -> Steps[list[RetainItem]]:
+                     cancel: CancelFlag | None = None, dropped: list[RetainItem] | None = None
+                     ) -> Steps[list[RetainItem]]:
     """Neighbours + the user's keep-facts + general items; general targets become the base model's own answers
-    (retention means keeping behaviour, not teaching the dataset), with the dataset answer as reference."""
+    (retention means keeping behaviour, not teaching the dataset), with the dataset answer as reference.
+    Neighbours and keep-facts go through the quality gates; `dropped` collects what they dropped and why."""
     judge = contextual_judge(judge, fact.question)
-    neighbours = neighbour_questions(llm, fact, n_neighbours, seed, judge=judge, cancel=cancel)
+    neighbours = neighbour_questions(llm, fact, n_neighbours, seed, judge=judge, cancel=cancel, dropped=dropped)
     while True:  # the neighbours' steps, counted out of this builder's total so the bar never runs backwards
         try:
             event = next(neighbours)
@@ -209,7 +266,7 @@ def build_retain_set(llm: Any, fact: Fact, judge: Judge, keep: Sequence[tuple[st
             items: list[RetainItem] = stop.value
             break
         yield replace(event, total=RETAIN_STEPS) if isinstance(event, Progress) else event
-    items += [RetainItem(q, a, "keep", a, provenance("user", "keep", 0, seed)) for q, a in keep]
+    items += keep_items(keep, seed, dropped)
     yield Progress(RETAIN, NEIGHBOUR_STEPS, RETAIN_STEPS, "Choosing general questions")
     general = general_utility_items(fact, judge, n_general + 6, seed, cancel=cancel)  # spares for the filter below
     check_cancel(cancel)
