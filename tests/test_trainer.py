@@ -163,3 +163,12 @@ def test_unknown_method_is_a_clear_error():
 
     with pytest.raises(InvalidInput, match="Unknown unlearning method 'nope'"):
         get_method("nope")
+
+
+@pytest.mark.parametrize("seconds, expected", [(1e-6, [1, 2, 3, 4]), (0.0, [4])])
+def test_checkpoints_are_also_written_by_time(tiny_model_dir, tmp_path, seconds, expected):
+    llm = LLM(tiny_model_dir)
+    trainer = _trainer(llm, checkpoint_every=100, checkpoint_seconds=seconds)
+    trainer.attach(LORA)
+    events = _run(trainer, *_data(llm), 4, checkpoint_root=tmp_path / "ckpt")
+    assert [ev.step for ev in events if isinstance(ev, Checkpoint)] == expected

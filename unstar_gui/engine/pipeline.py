@@ -76,6 +76,7 @@ class ForgetSettings:
     min_trained_general_retention: float = 0.95
     probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
     checkpoint_every: int = 10
+    checkpoint_seconds: float = 60.0  # also a checkpoint once this long has passed since the last (0 = by step only)
     grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
     method: str = "unstar"
     # Locality (README "Locality", engine/locality.py):
@@ -104,7 +105,8 @@ class ForgetSettings:
     def train(self) -> TrainSettings:
         return TrainSettings(learning_rate=self.learning_rate, batch_size=self.batch_size,
                              retain_batch_size=self.retain_batch_size, max_seq_len=self.max_seq_len,
-                             checkpoint_every=self.checkpoint_every, grad_checkpoint=self.grad_checkpoint,
+                             checkpoint_every=self.checkpoint_every, checkpoint_seconds=self.checkpoint_seconds,
+                             grad_checkpoint=self.grad_checkpoint,
                              dense_batch_size=self.dense_batch_size if self.dense_weight > 0 else 0)
 
     @classmethod
@@ -164,6 +166,8 @@ def _check_settings(s: ForgetSettings) -> None:
         problems.append("learning_rate must be positive")
     if s.retain_weight < 0:
         problems.append("retain_weight can't be negative")
+    if s.checkpoint_seconds < 0:
+        problems.append("checkpoint_seconds can't be negative")
     if s.retain_loss not in ("ce", "kl"):
         problems.append("retain_loss must be 'ce' or 'kl'")
     if not 0 <= s.heldout_share < 1:

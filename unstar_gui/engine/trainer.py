@@ -59,6 +59,9 @@ class TrainSettings:
     max_seq_len: int = 160
     weight_decay: float = 0.0
     checkpoint_every: int = 10  # steps; a checkpoint is also written at the end of every round
+    # ... and after this many seconds since the last one (0 = off): on a slow CPU ten steps take many minutes, all
+    # of which a kill would lose.
+    checkpoint_seconds: float = 60.0
     dense_batch_size: int = 8  # fresh general prompts per step for a dense KL retain term (when the method uses it)
     compile: bool = False  # mx.compile gave no speed-up on CPU (SmolLM2, 4+4 rows: ~4 s/step either way)
     grad_checkpoint: bool = False  # recompute block activations in the backward pass: less memory, ~1/3 more time
@@ -315,6 +318,7 @@ class Trainer:
             raise RuntimeError("attach() or restore() first.")
         step_fn = self._step_fn()
         times: list[float] = []
+        last_saved = time.monotonic()
         for step in range(start_step, steps):
             if cancel is not None and cancel.cancelled:
                 if checkpoint_root is not None:
@@ -338,9 +342,15 @@ class Trainer:
                             retain_loss=float(parts.get("retain", mx.array(0.0)).item()), loss=float(loss.item()),
                             tokens_per_s=n_tok / dt if dt > 0 else 0.0, eta_s=eta)
             done = step + 1
-            if checkpoint_root is not None and (done == steps or done % self.settings.checkpoint_every == 0):
+            if checkpoint_root is not None and self._checkpoint_due(done, steps, time.monotonic() - last_saved):
                 path = self.save_checkpoint(checkpoint_root, round, done, checkpoint_extra)
+                last_saved = time.monotonic()
                 yield Checkpoint(round, done, str(path))
+
+    def _checkpoint_due(self, done: int, steps: int, since_last_s: float) -> bool:
+        every_s = self.settings.checkpoint_seconds
+        return (done == steps or done % self.settings.checkpoint_every == 0
+                or (every_s > 0 and since_last_s >= every_s))
 
 
 @contextlib.contextmanager
