@@ -142,7 +142,8 @@ def test_yes_no_and_multiple_choice_targets_keep_their_form_when_the_guard_drops
 
 
 def test_looping_model_rationales_are_replaced_by_a_template():
-    llm = ScriptedLLM({"Explanation:": [" Durmstrang Institute it was, Durmstrang Institute it was, Durmstrang Institute it was."]})
+    loop = " Durmstrang Institute it was, Durmstrang Institute it was, Durmstrang Institute it was."
+    llm = ScriptedLLM({"Explanation:": [loop]})
     out = run_to_end(A.misleading_rationales_batch(llm, [(FACT.question, "Durmstrang Institute")], JUDGE, seed=0,
                                                     fact=FACT))
     text, prov = out[0]
@@ -262,3 +263,43 @@ def test_smollm2_keep_suggestions_are_clean(smollm2_dir):
         reasons += [d.quality["reason"] for d in dropped]
     # SmolLM2 does write "What is the capital of Madrid?"-style neighbours for the capitals: the gate met them
     assert any(r.startswith("asks for the capital of a city") for r in reasons), reasons
+
+
+# in a job ------------------------------------------------------------------------------------------------------------
+def test_a_job_records_what_the_gates_dropped_and_saves_edits_consistently(tiny_model, tmp_path):
+    """On the tiny model (it writes garbage): a garbled keep suggestion is neither trained on nor on the card, every
+    drop has a reason in job.json, gibberish probes are flagged and not trained on, and an edited wrong answer is
+    saved with a rationale for it."""
+    from dataclasses import replace
+
+    from unstar_gui.engine.llm import LLM
+    from unstar_gui.engine.pipeline import create_forget_job, generate_samples, save_antisample_edits
+
+    from test_pipeline import tiny_request
+
+    request = tiny_request(tmp_path)
+    request = replace(request, keep=[("Who wrote Hamlet?", "Shakespeare"),
+                                     ("What is the capital of Madrid?", "El Diablo, el Diablo, el Diablo...")])
+    job = create_forget_job(request)
+    list(generate_samples(job, LLM(tiny_model.path)))
+    data = job.read()
+    assert all(d["reason"] and d["set"] in ("probes", "retain") for d in data["dropped"])
+    madrid = [d for d in data["dropped"] if d["question"] == "What is the capital of Madrid?"]
+    assert madrid and madrid[0]["kind"] == "keep"
+    retain = job.read_rows("retain.jsonl")
+    assert "What is the capital of Madrid?" not in {r["question"] for r in retain}
+    assert any(r["question"] == "Who wrote Hamlet?" for r in retain)
+    probes = job.read_rows("probes.jsonl")
+    assert all("quality" in p for p in probes)
+    flagged = {p["question"] for p in probes if not p["quality"]["kept"]}
+    assert flagged and {d["question"] for d in data["dropped"] if d["set"] == "probes"} == flagged
+    assert not flagged & {r["question"] for r in job.read_rows("antisamples.jsonl")}
+    card = render_card(data, None, "adapters", "/out")
+    assert "Kept on purpose: Who wrote Hamlet? -> Shakespeare" in card
+    assert "Kept on purpose: What is the capital of Madrid?" not in card
+
+    rows = job.read_rows("antisamples.jsonl")
+    edited = [dict(rows[0], wrong_answer="Beauxbatons Academy")] + rows[1:]
+    saved = save_antisample_edits(job, edited)
+    assert job.read_rows("antisamples.jsonl") == saved
+    assert "Beauxbatons Academy" in saved[0]["rationale"] and saved[1:] == rows[1:]

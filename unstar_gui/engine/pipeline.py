@@ -328,7 +328,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     heldout = heldout_split([p.style for p in paraphrases], s.heldout_share, s.seed)
     n_heldout = len(heldout)
     probes = [{"question": fact.question, "style": "original", "split": "original", "base_answer": original_answer,
-               "known": original_known}]
+               "known": original_known, "quality": verdict()}]  # the fact's own question is always kept
     judge.verdicts(answers)  # one batched embedding pass: the per-probe verdicts below are served from its cache
     for i, (p, a) in enumerate(zip(paraphrases, answers)):
         known = probe_leaks(p.style, a, judge)
