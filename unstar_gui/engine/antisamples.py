@@ -559,8 +559,8 @@ def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judg
                 cands.append((i, text))
     leaks = judge.verdicts([t for _, t in cands])  # batched: one embedding pass for every candidate
     best: dict[int, str] = {}
-    for (i, text), verdict in zip(cands, leaks):
-        if not verdict.contains and i not in best:
+    for (i, text), leak in zip(cands, leaks):
+        if not leak.contains and i not in best:
             best[i] = text
     rng = random.Random(derive_seed(seed, round, "rationale-fallback"))
     out: list[tuple[str, dict[str, Any]]] = []
