@@ -35,6 +35,13 @@ def test_stream_yields_the_greedy_answer_in_pieces(tiny_llm):
     assert "".join(pieces).strip() == tiny_llm.answer([QUESTION], max_tokens=PLAIN.max_tokens)[0]
 
 
+def test_repetition_penalty_changes_the_answer(tiny_llm):
+    """The random tiny model's greedy answer repeats one token (a newline); a strong penalty breaks the loop."""
+    plain = "".join(tiny_llm.stream("Hello", options=ChatOptions(20, 0.0, repetition_penalty=1.0)))
+    penalised = "".join(tiny_llm.stream("Hello", options=ChatOptions(20, 0.0, repetition_penalty=2.0)))
+    assert len(set(plain)) == 1 and len(set(penalised)) > 3
+
+
 def test_stream_stops_within_a_token_of_cancel(tiny_llm):
     cancel = CancelAfter(3)
     pieces = []

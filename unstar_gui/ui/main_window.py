@@ -1,30 +1,35 @@
-"""The main window: a sidebar (Models, Forget, Jobs, Chat, Settings), the pages, and a status bar with the compute
-backend, the loaded model and the memory in use."""
+"""The main window: a sidebar (Models, Forget, Jobs, Chat, Settings), the pages, and a status bar with the work
+queue, the compute backend, the loaded model and the memory in use. The window's size and place and the last page
+shown are kept in the app's preferences across restarts."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QSettings, QSignalBlocker, QSize, Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow,
                                QStackedWidget, QStyle, QWidget)
 
 from ..engine.fsutil import human_bytes
 from .dialogs import confirm
+from .icons import chat_icon, settings_icon
 from .pages.chat import ChatPage
 from .pages.forget import ForgetWizard
 from .pages.jobs import JobsPage
 from .pages.models import ModelsPage
 from .pages.settings import SettingsPage
+from .queue_panel import QueueButton
 from .services import Services
 from .workers import MlxWorker
 
 PAGES = ("Models", "Forget", "Jobs", "Chat", "Settings")
-ICONS = (QStyle.StandardPixmap.SP_DriveHDIcon, QStyle.StandardPixmap.SP_BrowserReload,
-         QStyle.StandardPixmap.SP_FileDialogDetailedView, QStyle.StandardPixmap.SP_MessageBoxQuestion,
-         QStyle.StandardPixmap.SP_FileDialogInfoView)
+STANDARD_ICONS = {"Models": QStyle.StandardPixmap.SP_DriveHDIcon, "Forget": QStyle.StandardPixmap.SP_BrowserReload,
+                  "Jobs": QStyle.StandardPixmap.SP_FileDialogDetailedView}
+DRAWN_ICONS = {"Chat": chat_icon, "Settings": settings_icon}  # Qt has no fitting standard icon for these
+START_PAGE = "Forget"
+PREF_GEOMETRY, PREF_PAGE = "window/geometry", "window/page"
 MEMORY_POLL_MS = 2000
 
 
@@ -55,8 +60,8 @@ class MainWindow(QMainWindow):
         self.nav.setObjectName("sidebar")
         self.nav.setFixedWidth(170)
         self.nav.setIconSize(QSize(20, 20))
-        for name, icon in zip(PAGES, ICONS):
-            item = QListWidgetItem(self.style().standardIcon(icon), name)
+        for name in PAGES:
+            item = QListWidgetItem(self.page_icon(name), name)
             item.setSizeHint(QSize(150, 38))
             self.nav.addItem(item)
         self.models_page = ModelsPage(self.services)
@@ -79,22 +84,23 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
 
-        # status bar: backend, loaded model, memory, what the worker is doing
+        # status bar: the work queue, backend, loaded model, memory
         self.backend_label = QLabel("Backend: detecting…")
         self.model_label = QLabel("Model: none loaded")
         self.memory_label = QLabel("")
-        self.busy_label = QLabel("")
+        self.queue_button = QueueButton(worker, self)
+        self.queue_panel = self.queue_button.panel
         bar = self.statusBar()
         for w in (self.backend_label, self.model_label, self.memory_label):
             bar.addPermanentWidget(w)
-        bar.addWidget(self.busy_label)
+        bar.addWidget(self.queue_button)
         worker.model_changed.connect(lambda name: self.model_label.setText(f"Model: {name or 'none loaded'}"))
         worker.busy_changed.connect(self._show_busy)
         self.memory_timer = QTimer(self)
         self.memory_timer.timeout.connect(self.update_memory)
         self.memory_timer.start(MEMORY_POLL_MS)
         self.update_memory()
-        worker.submit(self._detect_backend, name="detect backend", on_result=self._show_backend)
+        worker.submit(self._detect_backend, name="checking the compute backend", on_result=self._show_backend)
 
         # pages talk through signals, never through each other's widgets
         self.jobs_page.reopen_requested.connect(self.open_job)
@@ -107,18 +113,34 @@ class MainWindow(QMainWindow):
             QShortcut(QKeySequence(f"Ctrl+{i + 1}"), self, activated=lambda i=i: self.show_page(i))
         QShortcut(QKeySequence("Ctrl+N"), self, activated=self.new_forget)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.cancel_current)
-        self.show_page(PAGES.index("Forget"))
+        self.restore_window()
 
     # pages -------------------------------------------------------------------------------------------------------
+    def page_icon(self, name: str) -> QIcon:
+        drawn = DRAWN_ICONS.get(name)
+        return drawn() if drawn is not None else self.style().standardIcon(STANDARD_ICONS[name])
+
     def show_page(self, index: int) -> None:
+        current = self.stack.currentIndex()
+        if current != index and not self._may_leave(current):
+            with QSignalBlocker(self.nav):
+                self.nav.setCurrentRow(current)  # the person chose to stay: the sidebar shows the page again
+            return
         if self.nav.currentRow() != index:
             self.nav.setCurrentRow(index)  # comes back here through currentRowChanged
             return
         self.stack.setCurrentIndex(index)
+        if self.services.prefs is not None:
+            self.services.prefs.setValue(PREF_PAGE, PAGES[index])
         page = self.pages[index]
         refresh = getattr(page, "refresh", None)
         if refresh is not None:
             refresh()
+
+    def _may_leave(self, index: int) -> bool:
+        """A page with edits in progress (Settings) asks before it is left; True when leaving is fine."""
+        can_leave = getattr(self.pages[index], "can_leave", None) if 0 <= index < len(self.pages) else None
+        return can_leave is None or bool(can_leave())
 
     def new_forget(self) -> None:
         if not self.services.worker.idle and not confirm(
@@ -153,17 +175,35 @@ class MainWindow(QMainWindow):
         self.backend_label.setText(f"Backend: {backend.label}")
 
     def _show_busy(self, name: str) -> None:
-        self.busy_label.setText(f"Working: {name}" if name else "")
         if not name:
             self.statusBar().clearMessage()  # "Cancelling…" is over
 
     def update_memory(self) -> None:
         self.memory_label.setText(f"Memory: {human_bytes(memory_in_use())}")
 
+    # window state ------------------------------------------------------------------------------------------------
+    def restore_window(self) -> None:
+        """The size, place and page of the last session (the default size and the Forget page the first time)."""
+        prefs = self.services.prefs
+        geometry = prefs.value(PREF_GEOMETRY) if prefs is not None else None
+        if geometry:
+            self.restoreGeometry(geometry)
+        page = prefs.value(PREF_PAGE) if prefs is not None else None
+        self.show_page(PAGES.index(page) if page in PAGES else PAGES.index(START_PAGE))
+
+    def save_window(self) -> None:
+        prefs = self.services.prefs
+        if prefs is None:
+            return
+        prefs.setValue(PREF_GEOMETRY, self.saveGeometry())
+        prefs.setValue(PREF_PAGE, PAGES[self.stack.currentIndex()])
+        prefs.sync()
+
     # closing -----------------------------------------------------------------------------------------------------
     def stop_for_signal(self) -> None:
         """SIGTERM/SIGINT: no question asked; a running job writes a checkpoint, is marked interrupted, and the
         app quits once the worker has stopped."""
+        self.save_window()
         self.services.worker.cancel_all(reason="signal")
         self.memory_timer.stop()
         self.services.worker.stop()
@@ -171,11 +211,13 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         worker = self.services.worker
-        if not worker.idle and not confirm(self, "Quit UnStar Studio",
-                                           "Work is still running. Quit anyway? A training job stops at its last "
-                                           "checkpoint and can be resumed from Jobs."):
+        if not self._may_leave(self.stack.currentIndex()) or (
+                not worker.idle and not confirm(self, "Quit UnStar Studio",
+                                                "Work is still running. Quit anyway? A training job stops at its "
+                                                "last checkpoint and can be resumed from Jobs.")):
             event.ignore()
             return
+        self.save_window()
         self.memory_timer.stop()
         worker.stop()
         event.accept()

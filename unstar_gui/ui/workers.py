@@ -9,6 +9,10 @@ in the GUI thread, so stale results never land (the Orange3 shape).
 
 Events are coalesced: the worker appends them to a locked list and emits one "ready" signal per batch; the GUI
 drains the batch on a short timer, so a chatty generator cannot flood the event loop.
+
+The queue is visible: `tasks()` lists what runs and what waits, `queue_changed` says when that changed. A task
+cancelled while it still waits ends at once (its callbacks run now), instead of minutes later when the worker
+would have reached it.
 """
 
 from __future__ import annotations
@@ -44,21 +48,33 @@ class TaskHandle:
     def __init__(self, task_id: int, name: str, token: Any,
                  on_event: Callable[[Any], None] | None, on_result: Callable[[Any], None] | None,
                  on_error: Callable[[ErrorInfo], None] | None, on_cancelled: Callable[[], None] | None,
-                 on_done: Callable[[], None] | None) -> None:
+                 on_done: Callable[[], None] | None, on_started: Callable[[], None] | None = None,
+                 on_cancel: Callable[["TaskHandle"], None] | None = None) -> None:
         self.id = task_id
         self.name = name
         self.token = token
         self.on_event, self.on_result, self.on_error = on_event, on_result, on_error
-        self.on_cancelled, self.on_done = on_cancelled, on_done
+        self.on_cancelled, self.on_done, self.on_started = on_cancelled, on_done, on_started
+        self._on_cancel = on_cancel  # the worker's hook: a waiting task ends at once
+        self.started = False
         self.finished = False
 
     @property
     def cancelled(self) -> bool:
         return bool(self.token.cancelled)
 
+    @property
+    def state(self) -> str:
+        """"waiting", "running" or "stopping" (cancelled while running: the engine stops at its next check)."""
+        if not self.started:
+            return "waiting"
+        return "stopping" if self.cancelled else "running"
+
     def cancel(self) -> None:
         """Set the flag the engine polls; from now on nothing but `on_cancelled` reaches the GUI for this task."""
         self.token.cancel()
+        if self._on_cancel is not None:
+            self._on_cancel(self)
 
     def discard(self) -> None:
         """Cancel without any callback (a superseded preview, a closed page)."""
@@ -105,9 +121,12 @@ class MlxWorker(QObject):
     # Emitted from the worker thread; the receivers are this object's slots in the GUI thread (queued).
     _events_ready = Signal()
     _task_ended = Signal(object)  # (task_id, outcome, payload)
-    # Public: the loaded model changed (a short label); a task started or the queue ran empty (busy label or "").
+    _task_started = Signal(object)  # task_id
+    # Public: the loaded model changed (a short label); a task started or the queue ran empty (busy label or "");
+    # a task was queued, started, cancelled or ended (read `tasks()`).
     model_changed = Signal(object)
     busy_changed = Signal(object)
+    queue_changed = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -125,6 +144,7 @@ class MlxWorker(QObject):
         self._drain_timer.timeout.connect(self._drain)
         self._events_ready.connect(self._schedule_drain)
         self._task_ended.connect(self._on_task_ended)
+        self._task_started.connect(self._on_task_started)
         self._thread = _WorkerThread(self)
         self._thread.start()
 
@@ -132,13 +152,30 @@ class MlxWorker(QObject):
     def submit(self, fn: Callable[[TaskContext], Any], *, name: str = "",
                on_event: Callable[[Any], None] | None = None, on_result: Callable[[Any], None] | None = None,
                on_error: Callable[[ErrorInfo], None] | None = None, on_cancelled: Callable[[], None] | None = None,
-               on_done: Callable[[], None] | None = None) -> TaskHandle:
-        """Queue `fn` for the worker thread. `on_done` runs after whichever of result/error/cancelled came."""
+               on_done: Callable[[], None] | None = None,
+               on_started: Callable[[], None] | None = None) -> TaskHandle:
+        """Queue `fn` for the worker thread. `name` is what the queue shows, in plain words. `on_started` runs when
+        the worker takes the task up; `on_done` after whichever of result/error/cancelled came."""
         handle = TaskHandle(next(self._ids), name or getattr(fn, "__name__", "task"), new_cancel_token(),
-                            on_event, on_result, on_error, on_cancelled, on_done)
+                            on_event, on_result, on_error, on_cancelled, on_done, on_started,
+                            on_cancel=self._end_if_waiting)
         self._handles[handle.id] = handle
         self._queue.put((handle.id, handle.name, fn, handle.token))
+        self.queue_changed.emit()
         return handle
+
+    def tasks(self) -> list[TaskHandle]:
+        """What runs and what waits, in queue order (the running task first)."""
+        return [h for h in self._handles.values() if not h.finished]
+
+    def ahead_of(self, handle: TaskHandle) -> list[TaskHandle]:
+        """The tasks that run before `handle` (empty once it runs)."""
+        ahead = []
+        for other in self.tasks():
+            if other is handle:
+                return ahead
+            ahead.append(other)
+        return []
 
     def cancel_all(self, reason: str = "user") -> None:
         """`reason` "signal": the app is being stopped (SIGTERM); jobs end as interrupted, resumable."""
@@ -177,15 +214,36 @@ class MlxWorker(QObject):
             handle.on_event(event)
 
     @Slot(object)
+    def _on_task_started(self, task_id: int) -> None:
+        handle = self._handles.get(task_id)
+        if handle is None:
+            return  # ended while it waited
+        handle.started = True
+        self.queue_changed.emit()
+        if handle.on_started is not None and not handle.cancelled:
+            handle.on_started()
+
+    def _end_if_waiting(self, handle: TaskHandle) -> None:
+        """A cancelled task the worker has not reached ends now; the worker skips it later (its flag is set)."""
+        if handle.started or handle.finished or handle.id not in self._handles:
+            self.queue_changed.emit()  # a running task now shows as stopping
+            return
+        self._finish(handle.id, "cancelled", None)
+
+    @Slot(object)
     def _on_task_ended(self, message: tuple[int, str, Any]) -> None:
         task_id, outcome, payload = message
         self._drain()  # events always land before their task's outcome
+        self._finish(task_id, outcome, payload)
+
+    def _finish(self, task_id: int, outcome: str, payload: Any) -> None:
         handle = self._handles.pop(task_id, None)
         if not self._handles:
             self.busy_changed.emit("")
         if handle is None:
             return
         handle.finished = True
+        self.queue_changed.emit()
         if handle.cancelled or outcome == "cancelled":
             callback = (lambda: handle.on_cancelled()) if handle.on_cancelled else None
         elif outcome == "error":
@@ -221,6 +279,7 @@ class MlxWorker(QObject):
             if token.cancelled:
                 self._task_ended.emit((task_id, "cancelled", None))
                 continue
+            self._task_started.emit(task_id)
             self.busy_changed.emit(name)
             outcome, payload = self._run_one(task_id, fn, token)
             self._task_ended.emit((task_id, outcome, payload))
