@@ -281,7 +281,12 @@ def test_a_job_records_what_the_gates_dropped_and_saves_edits_consistently(tiny_
     request = replace(request, keep=[("Who wrote Hamlet?", "Shakespeare"),
                                      ("What is the capital of Madrid?", "El Diablo, el Diablo, el Diablo...")])
     job = create_forget_job(request)
-    list(generate_samples(job, LLM(tiny_model.path)))
+    llm = LLM(tiny_model.path)
+    plain = llm.answer
+    # The base model reads the fact's own question (a fluent answer), so gibberish on a paraphrase flags it.
+    llm.answer = lambda qs, **kw: ["He went to a school in Scotland." if q == request.question else a
+                                   for q, a in zip(qs, plain(qs, **kw))]
+    list(generate_samples(job, llm))
     data = job.read()
     assert all(d["reason"] and d["set"] in ("probes", "retain") for d in data["dropped"])
     madrid = [d for d in data["dropped"] if d["question"] == "What is the capital of Madrid?"]
@@ -303,3 +308,22 @@ def test_a_job_records_what_the_gates_dropped_and_saves_edits_consistently(tiny_
     saved = save_antisample_edits(job, edited)
     assert job.read_rows("antisamples.jsonl") == saved
     assert "Beauxbatons Academy" in saved[0]["rationale"] and saved[1:] == rows[1:]
+
+
+def test_a_model_that_answers_nothing_keeps_its_paraphrases(tiny_model, tmp_path):
+    """When the base model answers the fact's own question with nothing (forced past the knowledge check), gibberish
+    can't tell a bad paraphrase apart: every paraphrase is kept and trained on."""
+    from unstar_gui.engine.llm import LLM
+    from unstar_gui.engine.pipeline import create_forget_job, generate_samples
+
+    from test_pipeline import tiny_request
+
+    job = create_forget_job(tiny_request(tmp_path))
+    llm = LLM(tiny_model.path)
+    plain = llm.answer
+    llm.answer = lambda qs, **kw: ["" for _ in plain(qs, **kw)]
+    list(generate_samples(job, llm))
+    probes = job.read_rows("probes.jsonl")
+    assert len(probes) > 2 and all(p["quality"]["kept"] for p in probes)
+    trained = {r["question"] for r in job.read_rows("antisamples.jsonl")}
+    assert {p["question"] for p in probes if p["split"] == "train"} <= trained

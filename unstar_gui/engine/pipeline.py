@@ -315,7 +315,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
                 f"which doesn't mention \"{fact.answer}\".",
                 "Add an alias for the way the model names the answer (--alias), rephrase the question, "
                 "or pass --force to unlearn anyway.")
-        yield Log(f"The base model answered \"{shown}\" without the answer; going on because of --force.",
+        yield Log(f"The base model answered \"{shown}\" without the answer; going on as asked (force).",
                   "warning")
 
     yield StageStarted("paraphrases", f"Writing {s.n_paraphrases} paraphrases of the question")
@@ -330,10 +330,13 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     probes = [{"question": fact.question, "style": "original", "split": "original", "base_answer": original_answer,
                "known": original_known, "quality": verdict()}]  # the fact's own question is always kept
     judge.verdicts(answers)  # one batched embedding pass: the per-probe verdicts below are served from its cache
+    # Gibberish marks a bad paraphrase only when the base model reads the fact's own question: a model that answers
+    # nothing at all (a fact forced past the knowledge check, a tiny test model) can't tell a bad paraphrase apart.
+    gate = not gibberish_problem(original_answer)
     for i, (p, a) in enumerate(zip(paraphrases, answers)):
         known = probe_leaks(p.style, a, judge)
         probes.append({"question": p.text, "style": p.style, "split": "heldout" if i in heldout else "train",
-                       "base_answer": a, "known": known, "quality": _probe_quality(a, known)})
+                       "base_answer": a, "known": known, "quality": _probe_quality(a, known, gate)})
     job.write_rows("probes.jsonl", probes)
     dropped = [_dropped_row("probes", p["style"], p["question"], p["base_answer"], p["quality"]["reason"])
                for p in probes if not p.get("quality", {"kept": True})["kept"]]
@@ -401,10 +404,11 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     job.update(samples_ready=True, samples_round=0, stage="train", dropped=dropped)
 
 
-def _probe_quality(answer: str, known: bool) -> dict[str, Any]:
+def _probe_quality(answer: str, known: bool, gate: bool = True) -> dict[str, Any]:
     """A probe the base model answered with gibberish measures nothing (quality.gibberish_problem); one whose
-    answer gives the fact away is known, whatever follows, and stays."""
-    return verdict("" if known else gibberish_problem(answer))
+    answer gives the fact away is known, whatever follows, and stays. `gate` False: the base model answers the
+    fact's own question with gibberish too, so gibberish says nothing about this paraphrase."""
+    return verdict("" if known or not gate else gibberish_problem(answer))
 
 
 def _dropped_row(part: str, kind: str, question: str, answer: str, reason: str) -> dict[str, Any]:
@@ -496,7 +500,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     if ckpt is not None:
         trainer.restore(ckpt)
         r, step = int(ckpt["round"]), int(ckpt["step"])
-        yield Log(f"Resuming from the checkpoint at round {r}, step {step}.")
+        yield Log(f"Resuming from the checkpoint at round {r + 1}, step {step}.")  # rounds count from 1 for people
     else:
         placement = Placement.from_dict(data["placement"]) if data.get("placement") else None
         if placement is None:
@@ -553,7 +557,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                 trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round, {"early_stop_step": stopped_at})
                 stops = list(job.read().get("early_stops") or []) + [{"round": r, "step": stopped_at}]
                 job.update(round=r, step=s.steps_per_round, early_stops=stops)
-                yield Log(f"Every trained probe is forgotten after {stopped_at} steps: round {r} stops early.")
+                yield Log(f"Every trained probe is forgotten after {stopped_at} steps: round {r + 1} stops early.")
             step = s.steps_per_round
         if len(rounds) <= r:
             if s.scale_sweep:  # before the re-probe, so the round's numbers are the scaled adapter's (a resume
@@ -565,7 +569,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
             job.update(rounds=rounds)
         summary = rounds[r]
         if summary["efficacy_train"] >= 1.0 and summary["retention_holds"]:
-            yield Log(f"Round {r}: every probe forgotten and retention holds; stopping.")
+            yield Log(f"Round {r + 1}: every probe forgotten and retention holds; stopping.")
             break
         if r + 1 >= s.max_rounds:
             yield Log(f"Round budget spent ({s.max_rounds}); keeping the last adapter.", "warning")
