@@ -67,17 +67,19 @@ class KeepStep(Step):
             from ....engine.retain import neighbour_questions
 
             llm = ctx.llm(model)
+            dropped: list[Any] = []  # the engine's quality gates say what they left out, and why
             items = yield from neighbour_questions(llm, Fact(fact["question"], fact["answer"], fact["aliases"]), n,
-                                                   seed, cancel=ctx.cancel)
-            return [{"question": it.question, "answer": it.target, "kind": it.kind} for it in items]
+                                                   seed, cancel=ctx.cancel, dropped=dropped)
+            return ([{"question": it.question, "answer": it.target, "kind": it.kind} for it in items],
+                    [f"{d.question} ({d.quality['reason']})" for d in dropped])
 
-        def show(rows: list[dict[str, Any]]) -> None:
+        def show(result: tuple[list[dict[str, Any]], list[str]]) -> None:
+            rows, dropped = result
             self.progress.setVisible(False)
-            usable = [r for r in rows if _has_words(r["question"]) and _has_words(r["answer"])]
-            self.table.set_rows(usable)
-            dropped = len(rows) - len(usable)
-            self.status.setText(f"{len(usable)} suggestions" + (f" ({dropped} garbled answers left out)"
-                                                                 if dropped else ""))
+            self.table.set_rows(rows)
+            self.status.setText(f"{len(rows)} suggestions" + (
+                f" ({len(dropped)} left out by the quality checks: hover to see why)" if dropped else ""))
+            self.status.setToolTip("\n".join(dropped))
 
         def stop() -> None:
             self.progress.setVisible(False)
@@ -106,4 +108,6 @@ class KeepStep(Step):
 
 
 def _has_words(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)
+    from ....engine.quality import has_words  # one home for "is there anything to judge"
+
+    return has_words(text)
