@@ -189,9 +189,11 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     results = wizard.steps[5]
     assert wizard.index == 5
     report = job.read_report()
-    assert results.table.rowCount() == len(report["before_after"]) > 0
     # The tiny random model knows nothing: no metric may claim a perfect score over zero items.
     assert not any(r["known_before"] for r in report["before_after"])
+    assert results.table.rowCount() == 0  # questions the base never knew are hidden until asked for
+    results.show_unknown.setChecked(True)
+    assert results.table.rowCount() == len(report["before_after"]) > 0
     assert {label.text() for label in results.metric_labels.values()} == {"n/a"}
     screenshot(window, "wizard-6-results")
     qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
@@ -235,6 +237,7 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     window.jobs_page.table.selectRow(0)
     window.jobs_page.reopen()
     assert window.stack.currentWidget() is wizard and wizard.index == 5
+    wizard.steps[5].show_unknown.setChecked(True)
     assert wizard.steps[5].table.rowCount() == len(report["before_after"])
 
 

@@ -152,6 +152,19 @@ class Job:
         return (self.adapters_dir / "adapters.safetensors").exists() and (
             self.adapters_dir / "adapter_config.json").exists()
 
+    @property
+    def trained(self) -> bool:
+        """Training finished and its adapter is saved (only the evaluation may be missing: a job stopped there
+        still has a usable model)."""
+        return self.has_adapters and self.read().get("stage") in ("evaluate", "done")
+
+    def resume_point(self) -> tuple[int, int] | None:
+        """(round, step) of the newest checkpoint (checkpoints/latest.json, as the trainer writes it), or None."""
+        pointer = read_json(self.checkpoints_dir / "latest.json")
+        if not isinstance(pointer, dict) or "round" not in pointer:
+            return None
+        return int(pointer["round"]), int(pointer.get("step", 0))
+
 
 def _process_start(pid: int) -> str | None:
     """The kernel's start time of `pid` (Linux /proc; None elsewhere): tells a reused pid from the job's process."""

@@ -58,6 +58,16 @@ class _LiveChart(QChartView):
             self._y_min, self._y_max = min(self._y_min, y), max(self._y_max, y * 1.05)
         self._apply_ranges()
 
+    def drop_from(self, x: float) -> None:
+        """Remove every point at `x` or later (a resumed job redoes those steps)."""
+        for s in self.series.values():
+            points = s.points()
+            keep = sum(1 for p in points if p.x() < x)
+            if keep < len(points):
+                s.removePoints(keep, len(points) - keep)
+        self._x_max = max([1.0] + [p.x() for s in self.series.values() for p in s.points()])
+        self._apply_ranges()
+
     def _apply_ranges(self) -> None:
         self.x_axis.setRange(0, self._x_max)
         self.x_axis.applyNiceNumbers()  # whole-number ticks for steps

@@ -24,6 +24,7 @@ class Column:
     stretch: bool = False
     width: int = 0  # a fixed starting width (long values elide; the tooltip has them whole)
     show: Callable[[Any], str] | None = None  # how to show a value that is not plain text
+    tip: Callable[[Any], str] | None = None  # the cell's tooltip (default: the shown text, whole)
 
 
 class RowsTable(QTableWidget):
@@ -59,7 +60,7 @@ class RowsTable(QTableWidget):
             value = row.get(c.key, "")
             text = c.show(value) if c.show else _text(value)
             item = QTableWidgetItem(text)
-            item.setToolTip(text)
+            item.setToolTip(c.tip(value) if c.tip else text)
             if not c.editable:
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
             if i == 0:

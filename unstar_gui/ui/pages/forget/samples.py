@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtWidgets import QPushButton
@@ -11,19 +10,46 @@ from ....engine.events import Progress, SamplesReady, StageStarted
 from ....engine.jobs import discard_samples
 from ...dialogs import confirm, show_error
 from ...tables import Column, RowsTable
-from ..common import format_eta
+from .progress import JobProgress, job_plan
 from .step import Step
 
 if TYPE_CHECKING:
     from .wizard import ForgetWizard
 
 
+SOURCES = {"model": "written by the model", "template": "from a template", "user": "typed by you",
+           "mixed": "mixed"}
+PARTS = (("question", "question"), ("wrong_answer", "wrong answer"), ("rationale", "rationale"))
+
+
+def _source(value: Any) -> str:
+    source = str((value or {}).get("source", "") if isinstance(value, dict) else value or "")
+    return SOURCES.get(source, source.replace("_", " "))
+
+
 def _provenance(value: Any) -> str:
-    if isinstance(value, dict):
-        source = value.get("source") or value.get("method") or value.get("by") or ""
-        rest = {k: v for k, v in value.items() if k not in ("source", "method", "by")}
-        return " · ".join(x for x in (str(source), json.dumps(rest, ensure_ascii=False) if rest else "") if x)
-    return str(value or "")
+    """Where a row came from, in words: "written by the model", or per part when the parts differ."""
+    if not isinstance(value, dict):
+        return _source(value)
+    if value.get("source") != "mixed":
+        text = _source(value)
+    else:
+        text = "; ".join(f"{name} {_source(value.get(key))}" for key, name in PARTS if value.get(key))
+    return text[:1].upper() + text[1:]
+
+
+def _provenance_details(value: Any) -> str:
+    """The tooltip: every part's source, prompt, round and seed."""
+    if not isinstance(value, dict):
+        return _source(value)
+    lines = [_provenance(value)]
+    for key, name in PARTS:
+        part = value.get(key)
+        if isinstance(part, dict):
+            prompt = f", prompt {part['prompt']}" if part.get("prompt") else ""
+            lines.append(f"{name[:1].upper() + name[1:]}: {_source(part)}{prompt}")
+    lines.append(f"Round {int(value.get('round', 0)) + 1}, seed {value.get('seed', 0)}")
+    return "\n".join(lines)
 
 
 class AntiSamplesStep(Step):
@@ -39,8 +65,8 @@ class AntiSamplesStep(Step):
             Column("question", "Paraphrased question", editable=True, stretch=True),
             Column("wrong_answer", "Wrong answer", editable=True, width=200),
             Column("rationale", "Rationale", editable=True, stretch=True),
-            Column("style", "Style", width=110),
-            Column("provenance", "Provenance", show=_provenance, width=200),
+            Column("style", "Style", width=110, show=lambda v: str(v or "").replace("_", " ")),
+            Column("provenance", "Source", show=_provenance, tip=_provenance_details, width=200),
         ])
         self.table.itemChanged.connect(lambda _: setattr(self, "dirty", True))
         self.dirty = False
@@ -52,6 +78,11 @@ class AntiSamplesStep(Step):
         self.cancel_btn.clicked.connect(self.cancel_current)
         self.cancel_btn.setVisible(False)
         self.lay_out_table(delete, self.regenerate_btn, self.cancel_btn)
+        self.job_progress = JobProgress()  # in place of the plain bar: a moving bar, a count and the time left
+        self.job_progress.setVisible(False)
+        self.layout().replaceWidget(self.progress, self.job_progress)
+        self.progress.deleteLater()
+        self.progress = None
 
     def reset(self) -> None:
         self.table.set_rows([])
@@ -94,12 +125,15 @@ class AntiSamplesStep(Step):
         job, model = self.state.job, self.state.model_id
 
         def samples(ctx):
+            from ....engine.llm import cancellable
             from ....engine.pipeline import generate_samples
 
-            return generate_samples(job, ctx.llm(model), ctx.cancel)
+            llm = ctx.llm(model)
+            return cancellable(llm, ctx.cancel, generate_samples(job, llm, ctx.cancel))
 
         def stopped(message: str) -> None:
-            self.progress.setVisible(False)
+            self.job_progress.stop("")
+            self.job_progress.setVisible(False)
             self.cancel_btn.setVisible(False)
             self.regenerate_btn.setEnabled(True)
             self.status.setText(message)
@@ -109,8 +143,7 @@ class AntiSamplesStep(Step):
             self.load()
 
         self.table.set_rows([])
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
+        self.job_progress.start(job_plan(job, "samples"))
         self.cancel_btn.setVisible(True)
         self.regenerate_btn.setEnabled(False)
         self.status.setText("The model is writing anti-samples…")
@@ -119,13 +152,12 @@ class AntiSamplesStep(Step):
                  on_error=lambda info: (stopped("Failed."), show_error(self, info)))
 
     def _on_event(self, event: Any) -> None:
+        self.job_progress.feed(event)
         if isinstance(event, StageStarted):
             self.status.setText(event.message or f"{event.stage.replace('_', ' ')}…")
-        elif isinstance(event, Progress):
-            self.progress.setRange(0, 1000 if event.total else 0)
-            if event.total:
-                self.progress.setValue(int(1000 * event.done / event.total))
-            self.progress.setFormat(f"{event.message or event.stage}  {format_eta(event.eta_s)}".strip())
+        elif isinstance(event, Progress) and event.message:
+            count = f" ({int(event.done)} of {int(event.total)})" if event.total else ""
+            self.status.setText(f"{event.message}{count}")
         elif isinstance(event, SamplesReady):
             self.status.setText(f"{event.count} {event.kind.replace('_', ' ')} ready")
 
