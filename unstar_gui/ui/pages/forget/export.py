@@ -58,21 +58,25 @@ class ExportStep(Step):
         self.overwrite = QCheckBox("Replace an earlier export of this job in the same place")
         self.overwrite.setToolTip("Only files an earlier export wrote are replaced; anything else stops the export.")
         grid = QGridLayout()
+        weights = QLabel("Fused model weights:")
+        weights.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         rows = ((self.adapters_btn, None, "A few megabytes. Load it on top of the same base model with mlx-lm."),
-                (self.fused_btn, self.precision, "A complete model folder; works anywhere mlx-lm runs."),
+                (self.fused_btn, None, "A complete model folder; works anywhere mlx-lm runs."),
+                (weights, self.precision, ""),
                 (self.gguf_btn, None, "One 16-bit .gguf file for llama.cpp (llama and mistral models), with an "
                                       "Ollama Modelfile beside it."),
                 (self.lmstudio_btn, None, "The same GGUF file, written where LM Studio lists it (My Models, "
                                           "publisher \u201cunstar\u201d)."))
         for r, (button, option, text) in enumerate(rows):
+            grid.addWidget(button, r, 0)
+            if option is not None:  # the fused model's option sits under its button, left-aligned with the hints
+                grid.addWidget(option, r, 1, Qt.AlignmentFlag.AlignLeft)
+                continue
             hint = QLabel(text)
             hint.setObjectName("hint")
             hint.setWordWrap(True)
-            grid.addWidget(button, r, 0)
-            if option is not None:
-                grid.addWidget(option, r, 1)
-            grid.addWidget(hint, r, 2)
-        grid.setColumnStretch(2, 1)
+            grid.addWidget(hint, r, 1)
+        grid.setColumnStretch(1, 1)
         self.progress = QProgressBar()
         self.progress.setRange(0, 0)
         self.progress.setVisible(False)

@@ -47,10 +47,17 @@ class ResultsStep(Step):
 
     def __init__(self, wizard: "ForgetWizard") -> None:
         super().__init__(wizard)
-        self.verdict = QLabel("")
+        self.verdict = QLabel("")  # the headline, in the colour of its level
         self.verdict.setObjectName("verdict")
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.TextFormat.PlainText)
+        font = self.verdict.font()
+        font.setPointSizeF(font.pointSizeF() * 1.2)
+        font.setBold(True)
+        self.verdict.setFont(font)
+        self.outcome_lines = QLabel("")  # the three questions, each answered against its bar
+        self.outcome_lines.setWordWrap(True)
+        self.outcome_lines.setTextFormat(Qt.TextFormat.PlainText)
         self.metric_labels: dict[str, QLabel] = {}
         self.metric_captions: dict[str, QLabel] = {}
         grid = QGridLayout()
@@ -106,6 +113,7 @@ class ResultsStep(Step):
         self._rows: list[dict[str, Any]] = []
         layout = QVBoxLayout(self)
         layout.addWidget(self.verdict)
+        layout.addWidget(self.outcome_lines)
         layout.addLayout(grid)
         layout.addLayout(attack_row)  # attacks above the long table: a failed one is seen without scrolling
         layout.addWidget(self.eval_progress)
@@ -133,10 +141,11 @@ class ResultsStep(Step):
         evaluation = report.get("evaluation") or {}
         if report:
             text, level = headline(list(items.values()), evaluation)
-            self.verdict.setText("\n".join([text, *(o.sentence for o in items.values())]))
+            self.outcome_lines.setText("\n".join(o.sentence for o in items.values()))
         else:
             text, level = "No report yet: finish training first.", "none"
-            self.verdict.setText(text)
+            self.outcome_lines.setText("")
+        self.verdict.setText(text)
         self.verdict.setStyleSheet(f"color: {LEVEL_COLOURS[level]};")
         self._rows = [{**r, "kind": kind_words(r), "result": after_words(r)} for r in report.get("before_after", [])]
         unknown = sum(1 for r in self._rows if not r.get("known_before"))
@@ -150,7 +159,9 @@ class ResultsStep(Step):
             if attack_failed(a):
                 for c in range(self.attacks.columnCount()):
                     self.attacks.item(r, c).setBackground(QBrush(FAILED_ROW))
-        self.eval_status.setText("" if evaluation else "Evaluation incomplete")
+        self.attacks.setVisible(bool(attacks))  # an empty table says less than the status beside the button
+        self.eval_status.setText("Evaluation incomplete" if not evaluation
+                                 else "" if attacks else "No attacks run: nothing the base model knew to bring back")
         self.report_btn.setEnabled(job.file("report.html").exists())
 
     def _fill_table(self) -> None:

@@ -80,13 +80,24 @@ class TrainingStep(Step):
                 self._plot_step(row)
             elif kind == "ProbeResult":
                 self.round_chart.add_round(row["round"], row["efficacy"], row["retention"])
+                self.log.appendPlainText(_round_line(row))  # what each earlier round did, as it was shown live
         # Trained but stopped during the evaluation: the adapter is saved, so Results and Export stay open.
         self.done = status == "done" or job.trained
         self.start_btn.setText(self._action(status))
         self.start_btn.setEnabled(status != "done")
         self.stage.setText(self._status_text(status))
+        self.progress.stop(*self._bar_state(status))
+
+    def _bar_state(self, status: str) -> tuple[str, float]:
+        """The idle bar: what is done, in a few words (the stage line beside the buttons says what comes next)."""
         if status == "done":
-            self.progress.stop("Finished", 1.0)
+            return "Finished", 1.0
+        if self.state.job.trained:
+            return "Training done · evaluation incomplete", 0.0
+        if status == "created":
+            return "Not started", 0.0
+        point = self.state.job.resume_point()
+        return (f"Stopped at round {point[0] + 1}, step {point[1]}" if point else "Stopped"), 0.0
 
     def _action(self, status: str) -> str:
         """What the button will do, in words."""
@@ -167,13 +178,12 @@ class TrainingStep(Step):
             self._plot_step(event.to_dict())
         elif isinstance(event, ProbeResult):
             self.round_chart.add_round(event.round, event.efficacy, event.retention)
-            self.log.appendPlainText(f"Round {event.round + 1}: forgotten {event.forgotten} of {event.total} "
-                                     f"probes ({percent(event.efficacy)}), kept {percent(event.retention)}")
+            self.log.appendPlainText(_round_line(event.to_dict()))
         elif isinstance(event, StageStarted):
-            text = event.message or event.stage.replace("_", " ").capitalize() + "…"
+            text = _sentence(event.message or event.stage.replace("_", " ") + "…")
             self.stage.setText(f"Round {event.round + 1}: {text}" if event.stage in ROUND_STAGES else text)
         elif isinstance(event, Progress) and event.message and not event.total:
-            self.stage.setText(event.message)
+            self.stage.setText(_sentence(event.message))
         elif isinstance(event, Log):
             self.log.appendPlainText(plain(event.message))
 
@@ -192,10 +202,23 @@ class TrainingStep(Step):
         self.done = self.state.job.trained
         self.start_btn.setText(self._action(status))
         self.stage.setText(self._status_text(status))
-        self.progress.stop("Stopped")
+        self.progress.stop(self._bar_state(status)[0])
         self.wizard.jobs_changed.emit()
 
     def _failed(self, info: ErrorInfo) -> None:
         self._cancelled()
         self.stage.setText("Training failed. Fix the cause and Resume.")
         show_error(self, info)
+
+
+def _sentence(text: str) -> str:
+    """Engine stage messages start in lower case ("answer log-probs…"); the stage line is a sentence."""
+    return text[:1].upper() + text[1:]
+
+
+def _round_line(row: dict[str, Any]) -> str:
+    """A ProbeResult (event or metrics.jsonl row) as one log line, rounds counted from 1."""
+    total = int(row.get("total") or 0)
+    gone = (f"forgotten {int(row.get('forgotten') or 0)} of {total} probes ({percent(row.get('efficacy'))})" if total
+            else "no probe the base model knew, so nothing to forget")
+    return f"Round {int(row.get('round', 0)) + 1}: {gone}; kept {percent(row.get('retention'))}"

@@ -44,7 +44,7 @@ def outcomes(metrics: dict[str, Any], settings: dict[str, Any]) -> list[Outcome]
                     float(settings.get("min_general_retention", 0.5)))]
 
 
-LOST_NAMES = {"retention_neighbours": "the neighbouring facts", "retention_general": "general knowledge"}
+LOST_NAMES = {"retention_neighbours": "of the neighbouring facts", "retention_general": "general knowledge"}
 
 
 def headline(items: list[Outcome], evaluation: dict[str, Any] | None) -> tuple[str, str]:
@@ -60,12 +60,20 @@ def headline(items: list[Outcome], evaluation: dict[str, Any] | None) -> tuple[s
         text, level = "The fact is not forgotten.", "bad"
     else:
         lost = " and ".join(LOST_NAMES.get(o.key, o.key) for o in failed)
-        text, level = f"The fact is forgotten, but too little of {lost} is kept.", "warn"
+        text, level = f"The fact is forgotten, but the model lost too much {lost}.", "warn"
+    return text + " " + attacks_sentence(evaluation), level
+
+
+def attacks_sentence(evaluation: dict[str, Any] | None) -> str:
     if not evaluation:
-        text += " The evaluation is incomplete: attacks were not run."
-    elif isinstance(evaluation.get("verdict"), dict):
-        text += f" Attacks: {evaluation['verdict'].get('label', '')}."
-    return text, level
+        return "The evaluation is incomplete: the attacks were not run."
+    measured = [a for a in evaluation.get("attacks") or [] if isinstance(a, dict) and not a.get("skipped")]
+    if not measured:
+        return "No attack was run: there was no answer the base model knew to bring back."
+    failed = [a for a in measured if attack_failed(a)]
+    if not failed:
+        return f"None of the {len(measured)} attacks brought the fact back."
+    return f"{len(failed)} of {len(measured)} attacks brought the fact back (highlighted below)."
 
 
 def attack_failed(row: dict[str, Any], bar: float = 0.25) -> bool:
