@@ -233,11 +233,34 @@ def test_estimate_in_every_stage_and_a_cancelled_evaluation_leaves_results_and_e
     assert (out / f"{job.dir.name}-adapters" / "adapters.safetensors").exists()
     assert {export.precision.itemText(i) for i in range(export.precision.count())} >= {
         "16-bit (no quantization)", "4-bit, every layer", "Same as the base, changed layers 8-bit"}
-    assert export.gguf_btn.isEnabled() and export.lmstudio_btn.isEnabled()
+    import unstar_gui.engine.export as exporter
+
+    asked: list[dict] = []
+    original_fused = exporter.export_fused
+    monkeypatch.setattr(exporter, "export_fused", lambda *a, **k: asked.append(k) or original_fused(*a, **k))
+    export.precision.setCurrentText("16-bit (no quantization)")
+    qtbot.mouseClick(export.fused_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: export.task is None, timeout=WAIT_MS)
+    assert asked and asked[0]["dequantize"] is True  # the choice reaches the engine as the CLI's option
+    assert (out / f"{job.dir.name}-fused" / "config.json").exists()
+    monkeypatch.setattr("unstar_gui.ui.pages.forget.export.QFileDialog.getSaveFileName",
+                        lambda *a, **k: (str(out / "unlearned"), ""))
+    qtbot.mouseClick(export.gguf_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: export.task is None, timeout=WAIT_MS)
+    assert (out / "unlearned.gguf").exists() and "Use it in Ollama: ollama create" in export.result.text()
+    assert list(out.glob("unlearned*Modelfile"))
+    studio = out / "lmstudio"
+    monkeypatch.setattr("unstar_gui.engine.export.lmstudio_models_root", lambda: studio, raising=False)
+    monkeypatch.setattr("unstar_gui.engine.discover.lmstudio_models_root", lambda: studio)
+    qtbot.mouseClick(export.lmstudio_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: export.task is None, timeout=WAIT_MS)
+    assert list(studio.glob("*/*/*.gguf")) and "LM Studio lists it" in export.result.text()
     assert_plain(window, "export step")
     for i in range(len(PAGES)):
         window.show_page(i)
         assert_plain(window, f"page {PAGES[i]}")
+    window.show_page(PAGES.index("Chat"))  # a trained job can be asked, evaluated or not
+    assert window.chat_page.job_combo.findData(str(job.dir)) >= 0
     assert not errors, errors
 
 

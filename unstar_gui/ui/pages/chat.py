@@ -268,7 +268,9 @@ class ChatPage(QWidget):
         self.job_combo.blockSignals(True)  # the same choice comes back: the conversation stays
         self.job_combo.clear()
         for job in list_jobs(self.services.store()):
-            if job.get("status") == "done" and Job(Path(job["dir"])).has_adapters:
+            # A job stopped during its evaluation is trained all the same (Job.trained): its model can be asked.
+            if job.get("status") == "done" and Job(Path(job["dir"])).has_adapters or (
+                    job.get("stage") == "evaluate" and Job(Path(job["dir"])).trained):
                 fact = job.get("fact") or {}
                 label = f"{(job.get('model') or {}).get('id', '?')}: forgot “{fact.get('question', '')}”"
                 self.job_combo.addItem(label, job["dir"])
