@@ -259,6 +259,8 @@ def test_estimate_in_every_stage_and_a_cancelled_evaluation_leaves_results_and_e
     for i in range(len(PAGES)):
         window.show_page(i)
         assert_plain(window, f"page {PAGES[i]}")
+    window.show_page(PAGES.index("Jobs"))
+    assert window.jobs_page.table.rows()[0]["verdict"] == "trained; evaluation incomplete"
     window.show_page(PAGES.index("Chat"))  # a trained job can be asked, evaluated or not
     assert window.chat_page.job_combo.findData(str(job.dir)) >= 0
     assert not errors, errors

@@ -52,6 +52,8 @@ def percent(value: Any) -> str:
 def job_verdict(job: dict[str, Any], report: dict[str, Any] | None) -> str:
     """One line a person can read: did the model forget, and did it keep the rest?"""
     status = job.get("status", "")
+    if status in ("cancelled", "interrupted", "failed") and job.get("stage") == "evaluate" and report:
+        return "trained; evaluation incomplete"  # its adapter is saved: the model can be used and exported
     if status != "done" or not report:
         return {"running": "training…", "interrupted": "interrupted: resume it", "cancelled": "cancelled",
                 "failed": "failed", "created": "not trained yet"}.get(status, status)
