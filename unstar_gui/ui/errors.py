@@ -40,6 +40,7 @@ GUI_WORDS: tuple[tuple[str, str], ...] = (
     ("run `unstar eval` again to evaluate", "run the evaluation again"),
     ("Resume with: unstar forget --resume", "Resume it from the Jobs page:"),
     ("going on because of --force", "going on because the box to forget it anyway is ticked"),
+    ("Resuming the created job in", "Starting the job in"),  # the wizard starts every run through resume_forget
     ("--dequantize", "16-bit"), ("--q-bits N", "a bit width"), ("--q-bits", "a bit width"),
     ("--adapted-bits", "changed layers 8-bit"), ("--fused", "the fused model"), ("--adapters", "the adapter"),
     ("--force", "Replace"),
