@@ -163,6 +163,15 @@ class AntiSamplesStep(Step):
 
     def save_draft(self) -> None:
         if self.dirty and self.state.job is not None and self.task is None:
+            from ....engine.errors import UnstarError
+            from ....engine.pipeline import save_antisample_edits
+            from ...errors import ErrorInfo
+
             rows = [r for r in self.table.rows() if r.get("question") and r.get("wrong_answer")]
-            self.state.job.write_rows("antisamples.jsonl", rows)
+            try:  # an edited wrong answer gets its answer sentence and rationale rewritten for it
+                save_antisample_edits(self.state.job, rows)
+            except UnstarError as exc:  # e.g. a wrong answer edited into the true one
+                show_error(self, ErrorInfo.from_exception(exc))
+                return
             self.dirty = False
+            self.load()
