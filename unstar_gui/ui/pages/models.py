@@ -297,6 +297,9 @@ class ModelsPage(QWidget):
 
     def _show_found_rows(self) -> None:
         """The last search's results, with what is imported now (an import may have just finished)."""
+        # An empty table under "No models found" reads as a broken page: show it only when it has rows.
+        self.found_table.setVisible(bool(self.found_models))
+        self.layout().setStretchFactor(self.found_box, 1 if self.found_models else 0)
         if not self.found_models:
             self.found_table.set_rows([])
             return
