@@ -99,7 +99,7 @@ def stop_on_signals(cancel) -> Iterator[None]:
 def cmd_forget(args: argparse.Namespace) -> int:
     from ..engine.events import Finished, Log
     from ..engine.pipeline import create_forget_job, resume_forget, run_job
-    from ..engine.trainer import CancelToken
+    from ..engine.cancel import CancelToken
 
     cancel = CancelToken()
     if args.resume:

@@ -33,7 +33,8 @@ from .methods import METHODS, MethodContext, get_method
 from .retain import NEIGHBOUR_KINDS
 from .quality import answer_problem, gibberish_problem, verdict
 from .store import ModelStore
-from .trainer import CancelToken, Trainer, TrainSettings, encode_pairs
+from .cancel import CancelToken
+from .trainer import Trainer, TrainSettings, encode_pairs
 
 JOB_VERSION = 1
 

@@ -11,13 +11,12 @@ import contextlib
 import os
 import random
 import shutil
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .errors import Cancelled, Interrupted
+from .cancel import CancelToken
 from .events import Checkpoint, Event, TrainStep
 from .fsutil import atomic_write_json, read_json
 from .llm import LLM, LoraSettings, pad_batch
@@ -25,30 +24,6 @@ from .methods.base import Batch, Method, TokenBatch, token_logprobs
 
 PAD_MULTIPLE = 16  # pad widths to a multiple of this so compiled steps see few distinct shapes
 LATEST = "latest.json"
-
-
-class CancelToken:
-    """A flag the owner of a job sets (from any thread) and the job checks between steps."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self.reason = "user"
-
-    def cancel(self, reason: str = "user") -> None:
-        """`reason` "signal" (SIGTERM/Ctrl-C) ends the job as interrupted rather than cancelled."""
-        if not self._event.is_set():  # the first reason wins: a later plain cancel does not turn a signal into one
-            self.reason = reason
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self.cancelled and self.reason == "signal":
-            raise Interrupted()
-        if self.cancelled:
-            raise Cancelled("Cancelled by the user.", "The last checkpoint was kept; resume the job to continue.")
 
 
 @dataclass

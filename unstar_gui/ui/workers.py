@@ -37,7 +37,7 @@ DRAIN_INTERVAL_MS = 30
 
 def new_cancel_token() -> Any:
     """The engine's CancelToken (pipeline.py): `.cancel()`, `.cancelled`, `.check()` raising Cancelled."""
-    from ..engine.pipeline import CancelToken
+    from ..engine.cancel import CancelToken
 
     return CancelToken()
 
