@@ -21,18 +21,14 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from unstar_gui.engine.errors import InvalidInput  # noqa: E402
 from unstar_gui.engine.events import Log, Progress  # noqa: E402
 from unstar_gui.ui import dialogs  # noqa: E402
-from unstar_gui.ui.app import create_app  # noqa: E402
-from unstar_gui.ui.main_window import PAGES, MainWindow  # noqa: E402
+from unstar_gui.ui.main_window import PAGES  # noqa: E402
 from unstar_gui.ui.workers import MlxWorker  # noqa: E402
+
+from tests.helpers.gui import SAMPLES_WAIT_MS, SMALL_JOB, WAIT_MS, open_window, patch_dialogs  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
-WAIT_MS = 240_000  # the machines are shared and slow; a real hang still fails
-SAMPLES_WAIT_MS = 1_200_000  # writing anti-samples + retain set: minutes on a loaded 2-core machine
 SCREENS = Path(__file__).parent / "_artifacts" / "screens"
-SMALL_JOB = dict(n_paraphrases=4, n_wrong_answers=2, n_neighbours=2, n_general=4, n_general_eval=4,
-                 probe_max_tokens=12, batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2,
-                 early_stop_every=0, scale_sweep=False)
 
 
 # helpers ---------------------------------------------------------------------------------------------------------------
@@ -64,24 +60,11 @@ def check_not_blank(image: QImage, name: str) -> None:
 
 @pytest.fixture
 def window(qtbot, unstar_home):
-    create_app([])  # the stylesheet and icon, on pytest-qt's QApplication
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    assert w.services.worker.stop(SAMPLES_WAIT_MS), "the worker thread did not stop"
+    yield from open_window(qtbot, stop_ms=SAMPLES_WAIT_MS)
 
 
 def wait_idle(qtbot, step, timeout=WAIT_MS):
     qtbot.waitUntil(lambda: step.task is None, timeout=timeout)
-
-
-def patch_dialogs(monkeypatch) -> list:
-    """Record error dialogs instead of blocking on them; answer Yes to confirmations."""
-    shown: list = []
-    monkeypatch.setattr(dialogs.ErrorDialog, "exec", lambda self: shown.append(self.info) or 0)
-    monkeypatch.setattr(dialogs.QMessageBox, "question", lambda *a, **k: dialogs.QMessageBox.StandardButton.Yes)
-    return shown
 
 
 # the wizard, end to end ------------------------------------------------------------------------------------------------

@@ -25,9 +25,10 @@ from unstar_gui.ui.app import create_app  # noqa: E402
 from unstar_gui.ui.icons import ACCENT  # noqa: E402
 from unstar_gui.ui.main_window import PAGES, MainWindow  # noqa: E402
 
+from tests.helpers.gui import WAIT_MS, open_window  # noqa: E402
+
 pytestmark = pytest.mark.gui
 
-WAIT_MS = 240_000  # shared, slow machines; a real hang still fails
 CHAT = PAGES.index("Chat")
 FIRST_QUESTION = "Where did Harry Potter go to school?"
 # The random tiny model's greedy answer is only newlines (nothing to see once stripped); a strong repetition
@@ -38,12 +39,7 @@ PENALTY = 2.0
 @pytest.fixture
 def window(qtbot, unstar_home, monkeypatch):
     monkeypatch.setattr(dialogs.QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
-    create_app([])
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    assert w.services.worker.stop(WAIT_MS), "the worker thread did not stop"
+    yield from open_window(qtbot)
 
 
 @pytest.fixture

@@ -9,23 +9,17 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from unstar_gui.ui import dialogs  # noqa: E402
-from unstar_gui.ui.app import create_app  # noqa: E402
-from unstar_gui.ui.main_window import PAGES, MainWindow  # noqa: E402
+from unstar_gui.ui.main_window import PAGES  # noqa: E402
 
+from tests.helpers.gui import WAIT_MS, open_window  # noqa: E402
 from tests.test_discover import add_ollama_model, hostile_gguf  # noqa: E402
 
 pytestmark = pytest.mark.gui
-WAIT_MS = 240_000  # shared, slow machines; a real hang still fails
 
 
 @pytest.fixture
 def window(qtbot, unstar_home):
-    create_app([])
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    assert w.services.worker.stop(WAIT_MS), "the worker thread did not stop"
+    yield from open_window(qtbot)
 
 
 @pytest.fixture

@@ -16,38 +16,22 @@ from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import (QAbstractButton, QComboBox, QGroupBox, QLabel, QLineEdit, QProgressBar,  # noqa: E402
                                QTableWidget, QWidget)
 
-from unstar_gui.ui import dialogs  # noqa: E402
-from unstar_gui.ui.app import create_app  # noqa: E402
-from unstar_gui.ui.main_window import PAGES, MainWindow  # noqa: E402
+from unstar_gui.ui.main_window import PAGES  # noqa: E402
 from unstar_gui.ui.pages.forget.progress import JobProgress  # noqa: E402
+
+from tests.helpers.gui import SAMPLES_WAIT_MS, WAIT_MS, open_window, patch_dialogs  # noqa: E402
+from tests.helpers.gui import SMALL_JOB as GUI_SMALL_JOB  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
-WAIT_MS = 240_000
-SAMPLES_WAIT_MS = 1_200_000
-SMALL_JOB = dict(n_paraphrases=4, n_wrong_answers=2, n_neighbours=2, n_general=4, n_general_eval=4,
-                 probe_max_tokens=12, batch_size=2, retain_batch_size=2, max_seq_len=64, checkpoint_every=2,
-                 early_stop_every=0, scale_sweep=False, max_rounds=1)
+SMALL_JOB = dict(GUI_SMALL_JOB, max_rounds=1)
 QUESTION, ANSWER = "Where did Harry Potter go to school?", "Hogwarts"
 BAD_TEXT = ("&#", "&amp;", " --", "`")
 
 
 @pytest.fixture
 def window(qtbot, unstar_home):
-    create_app([])
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1280, 800)
-    w.show()
-    yield w
-    assert w.services.worker.stop(SAMPLES_WAIT_MS), "the worker thread did not stop"
-
-
-def patch_dialogs(monkeypatch) -> list:
-    shown: list = []
-    monkeypatch.setattr(dialogs.ErrorDialog, "exec", lambda self: shown.append(self.info) or 0)
-    monkeypatch.setattr(dialogs.QMessageBox, "question", lambda *a, **k: dialogs.QMessageBox.StandardButton.Yes)
-    return shown
+    yield from open_window(qtbot, size=(1280, 800), stop_ms=SAMPLES_WAIT_MS)
 
 
 def record_estimates(monkeypatch) -> list[tuple[str, str]]:

@@ -32,7 +32,7 @@ from .errors import Cancelled, InvalidInput
 from .events import Progress, Steps, run_to_end
 from .judge import Judge, make_judge, normalize
 from .prompts import DATA_DIR, PromptTemplate, QuestionShape, analyse, fill, load_prompt, load_sections
-from .quality import is_garbled, is_repetitive, verdict, wrong_type_problem
+from .quality import degeneracy, verdict, wrong_type_problem
 from .sentences import complete_sentences, first_sentences
 
 STYLES = ("direct", "indirect", "completion", "multiple_choice", "yes_no", "tell_me_about")
@@ -555,7 +555,7 @@ def misleading_rationales_batch(llm: Any, pairs: Sequence[tuple[str, str]], judg
             text = complete_sentences(" ".join(parse_items(out)), 2, 35)
             # a rationale that loops or is garbled teaches nonsense: the template one is better
             if (4 <= len(text.split()) and names_wrong.contains(text) and not _ARGUES_AGAINST.search(text)
-                    and not is_repetitive(text) and not is_garbled(text)):
+                    and not degeneracy(text)):
                 cands.append((i, text))
     leaks = judge.verdicts([t for _, t in cands])  # batched: one embedding pass for every candidate
     best: dict[int, str] = {}

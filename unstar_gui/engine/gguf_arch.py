@@ -60,6 +60,8 @@ class ArchSpec:
     permute_qk: bool = False  # llama.cpp permuted q/k rows for interleaved RoPE
     norm_shift: float = 0.0  # llama.cpp added this to every *norm.weight
     extra_config: Callable[[Meta, dict[str, Any]], dict[str, Any]] = field(default=lambda meta, cfg: {})
+    # rope.scaling.* metadata -> config rope_scaling (_rope_scaling); phi3's LongRoPE is not mapped.
+    rope_scaling: bool = True
     # Tensors llama.cpp writes that mlx-lm recomputes or does not use.
     skip_tensors: tuple[str, ...] = ("rope_freqs",)
 
@@ -86,29 +88,9 @@ def _rope_scaling(meta: Meta, arch: str) -> dict[str, Any] | None:
                            "Import the model's Hugging Face or MLX folder instead.")
 
 
-def _llama_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    scaling = _rope_scaling(meta, "llama")
-    if scaling:
-        out["rope_scaling"] = scaling
-    return out
-
-
-def _qwen2_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    scaling = _rope_scaling(meta, "qwen2")
-    if scaling:
-        out["rope_scaling"] = scaling
-    return out
-
-
 def _qwen3_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
     # mlx-lm's qwen3 reads head_dim unconditionally.
-    out: dict[str, Any] = {"head_dim": cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])}
-    scaling = _rope_scaling(meta, "qwen3")
-    if scaling:
-        out["rope_scaling"] = scaling
-    return out
+    return {"head_dim": cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])}
 
 
 def _gemma3_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -125,9 +107,6 @@ def _gemma3_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
         # Newer llama.cpp files state the local RoPE base; older ones rely on the same fixed 10000.
         "rope_local_base_freq": float(_get(meta, "gemma3", "rope.freq_base_swa", 10000.0)),
     }
-    scaling = _rope_scaling(meta, "gemma3")
-    if scaling:
-        out["rope_scaling"] = scaling
     return out
 
 
@@ -155,13 +134,13 @@ def _phi3_extra(meta: Meta, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "llama": ArchSpec("llama", "llama", "LlamaForCausalLM", _LLAMA_LAYER, permute_qk=True, extra_config=_llama_extra),
-    "qwen2": ArchSpec("qwen2", "qwen2", "Qwen2ForCausalLM", _LLAMA_LAYER, extra_config=_qwen2_extra),
+    "llama": ArchSpec("llama", "llama", "LlamaForCausalLM", _LLAMA_LAYER, permute_qk=True),
+    "qwen2": ArchSpec("qwen2", "qwen2", "Qwen2ForCausalLM", _LLAMA_LAYER),
     "qwen3": ArchSpec("qwen3", "qwen3", "Qwen3ForCausalLM", dict(_LLAMA_LAYER, **_QK_NORM),
                       extra_config=_qwen3_extra),
     "gemma3": ArchSpec("gemma3", "gemma3_text", "Gemma3ForCausalLM", _GEMMA3_LAYER, norm_shift=1.0,
                        extra_config=_gemma3_extra),
-    "phi3": ArchSpec("phi3", "phi3", "Phi3ForCausalLM", _PHI3_LAYER, extra_config=_phi3_extra),
+    "phi3": ArchSpec("phi3", "phi3", "Phi3ForCausalLM", _PHI3_LAYER, extra_config=_phi3_extra, rope_scaling=False),
 }
 SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
 # Shown in messages: what a person would recognise.
@@ -218,6 +197,9 @@ def build_config(meta: Meta, spec: ArchSpec, tensor_names: set[str]) -> dict[str
         config["attention_bias"] = "blk.0.attn_q.bias" in tensor_names
         config["mlp_bias"] = "blk.0.ffn_up.bias" in tensor_names
     config.update(spec.extra_config(meta, config))
+    scaling = _rope_scaling(meta, spec.gguf_name) if spec.rope_scaling else None
+    if scaling:
+        config["rope_scaling"] = scaling
     return config
 
 

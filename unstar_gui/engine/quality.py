@@ -154,6 +154,18 @@ def has_words(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
+def degeneracy(text: str) -> str:
+    """The one rule for text that reads as no language: "empty", "loop" or "garbled" ("" when it reads fine).
+    Keep answers and probe answers word the reason their own way."""
+    if not has_words(text):
+        return "empty"
+    if is_repetitive(text):
+        return "loop"
+    if is_garbled(text):
+        return "garbled"
+    return ""
+
+
 # questions ----------------------------------------------------------------------------------------------------------
 _WHO_IS = re.compile(r"^who (?:is|was|are|were) (?:the )?(?P<x>[^?]+?)\s*\??$", re.I)
 # Questions only a person can be the subject of: "Where was France born?", "Who is London's best friend?", "Where
@@ -171,12 +183,11 @@ _SETTLEMENT = re.compile(r"\b(city|town|village)\b", re.I)
 def question_problem(question: str) -> str:
     """Why a keep/neighbour question is malformed ("" when it reads fine)."""
     q = question.strip()
-    if len(q.split()) < 3 or not has_words(q):
+    if len(q.split()) < 3:
         return "not a question"
-    if is_repetitive(q):
-        return "repetitive question"
-    if is_garbled(q):
-        return "garbled question"
+    degenerate = degeneracy(q)
+    if degenerate:
+        return {"empty": "not a question", "loop": "repetitive question", "garbled": "garbled question"}[degenerate]
     m = _CAPITAL_OF.search(q)
     if m and (is_city(m.group("x")) or _SETTLEMENT.search(m.group("x"))):
         return f"asks for the capital of a city ({m.group('x')})"
@@ -224,12 +235,9 @@ def answer_problem(question: str, answer: str, generated: bool = True) -> str:
     """Why an answer to keep is unusable ("" when fine). `generated`: a base model wrote it, so a missing sentence
     end means the token limit cut it and an answer with neither the question's topic nor its type is off-topic; a
     person's short answer ("Shakespeare") needs neither."""
-    if not has_words(answer):
-        return "empty answer"
-    if is_repetitive(answer):
-        return "repetitive answer"
-    if is_garbled(answer):
-        return "garbled answer"
+    degenerate = degeneracy(answer)
+    if degenerate:
+        return {"empty": "empty answer", "loop": "repetitive answer", "garbled": "garbled answer"}[degenerate]
     if generated and is_cut_off(answer):
         return "answer cut off mid-sentence"
     if generated and not shares_topic(question, answer) and not fits_answer_type(question, answer):
@@ -257,13 +265,8 @@ def retain_problem(question: str, answer: str, generated: bool = True) -> str:
 def gibberish_problem(answer: str) -> str:
     """Why a probe's base answer is gibberish ("" when it reads as language): such a probe measures nothing, and a
     question the base model does not read as a question is no paraphrase to train on."""
-    if not has_words(answer):
-        return "the base model gave no answer"
-    if is_repetitive(answer):
-        return "the base model answered in a loop"
-    if is_garbled(answer):
-        return "the base model answered with gibberish"
-    return ""
+    return {"": "", "empty": "the base model gave no answer", "loop": "the base model answered in a loop",
+            "garbled": "the base model answered with gibberish"}[degeneracy(answer)]
 
 
 # wrong answers ------------------------------------------------------------------------------------------------------
