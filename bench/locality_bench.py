@@ -97,6 +97,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ns_early_scale_nb": {"null_space_eps": 0.02, "early_stop_every": 5, "scale_sweep": True},  # neighbour-aware stop
     # the candidate the validation split favoured as the new default (it was not adopted: README "Locality")
     "ns_early": {"null_space_eps": 0.02, "early_stop_every": 5},
+    # a baseline beside UNSTAR's wrong answers: refusal targets (RWKU found refusal tuning keeps factuality)
+    "idk": {"method": "idk"},
     "local_undial": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "method": "undial",
                      "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
 }
@@ -213,12 +215,45 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     }
 
 
+def claimed(claim_dir: str, name: str, variant: str) -> bool:
+    """True when this process may run the pair: no claim folder given, or this process created the pair's claim."""
+    if not claim_dir:
+        return True
+    try:
+        (Path(claim_dir) / f"{name}__{variant}").mkdir(parents=True)
+        return True
+    except FileExistsError:
+        return False
+
+
+def prepare_fact(llm: Any, name: str, root: Path, results: dict[str, Any]) -> None:
+    """The fact's samples and the base model's answers to its held-out neighbours (built once, then reused)."""
+    from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
+
+    fact = FACTS[name]
+    t0 = time.perf_counter()
+    base_job(llm, name, fact, root)
+    nb = root / name / "base_neighbours.json"
+    if not nb.exists():
+        nb.write_text(json.dumps(ask_known(llm, [tuple(x) for x in fact["heldout_neighbours"]], 64)))
+    if name not in results["base"]:
+        results["base"][name] = {"samples_s": round(time.perf_counter() - t0, 1), "perplexity": round(
+            llm.perplexity(REFERENCE_TEXT.read_text(encoding="utf-8").strip()), 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--facts", default=",".join(FACTS))
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     ap.add_argument("--table", action="store_true", help="print the Markdown table from the results and exit")
+    ap.add_argument("--claim", default="",
+                    help="a folder shared by several processes: each (fact, variant) runs in the first process that "
+                         "creates its claim there (work shared out between processes on a many-core machine)")
+    ap.add_argument("--variant-major", action="store_true",
+                    help="run every fact of one variant before the next variant (default: every variant of a fact)")
+    ap.add_argument("--samples-only", action="store_true",
+                    help="build each fact's samples (and the base model's held-out neighbour answers), train nothing")
     ap.add_argument("--rejudge", action="store_true",
                     help="re-count the general splits of finished runs from their recorded answers, then print")
     args = ap.parse_args()
@@ -234,7 +269,6 @@ def main() -> None:
         return
     os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
     from unstar_gui.engine.embedded import embedded_gguf_path
-    from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
     from unstar_gui.engine.importers import import_gguf
     from unstar_gui.engine.llm import LLM
     from unstar_gui.engine.store import ModelStore
@@ -247,25 +281,21 @@ def main() -> None:
     llm = LLM(rec.path, model_id=rec.id)
     root = out / "locality-jobs"
     done = {(r["fact"], r["variant"]) for r in results["runs"]}
-    for name in args.facts.split(","):
-        fact = FACTS[name]
-        t0 = time.perf_counter()
-        base_job(llm, name, fact, root)
-        nb = root / name / "base_neighbours.json"
-        if not nb.exists():
-            nb.write_text(json.dumps(ask_known(llm, [tuple(x) for x in fact["heldout_neighbours"]], 64)))
-        results["base"].setdefault(name, {"samples_s": round(time.perf_counter() - t0, 1),
-                                          "perplexity": round(llm.perplexity(
-                                              REFERENCE_TEXT.read_text(encoding="utf-8").strip()), 2)})
-        for variant in args.variants.split(","):
-            if (name, variant) in done:
-                continue
-            print(f"== {name} / {variant}", flush=True)
-            row = run_variant(llm, name, fact, variant, root)
-            print(json.dumps(row), flush=True)
-            results["runs"].append(row)
-            results_path.parent.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps(results, indent=1))
+    facts, variants = args.facts.split(","), [] if args.samples_only else args.variants.split(",")
+    pairs = ([(f, v) for v in variants for f in facts] if args.variant_major else
+             [(f, v) for f in facts for v in variants])
+    for name in facts if args.samples_only else []:
+        prepare_fact(llm, name, root, results)
+    for name, variant in pairs:
+        if (name, variant) in done or not claimed(args.claim, name, variant):
+            continue
+        prepare_fact(llm, name, root, results)
+        print(f"== {name} / {variant}", flush=True)
+        row = run_variant(llm, name, FACTS[name], variant, root)
+        print(json.dumps(row), flush=True)
+        results["runs"].append(row)
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=1))
     print(table(results))
 
 
