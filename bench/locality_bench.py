@@ -266,6 +266,8 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=1))
     if args.table or args.rejudge:
         print(table(results))
+        name, why = choose_default(results, args.facts.split(","))
+        print("\nDefault by the validation rule (choose_default):", name, *why, sep="\n  ")
         return
     os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
     from unstar_gui.engine.embedded import embedded_gguf_path
@@ -297,6 +299,40 @@ def main() -> None:
         results_path.parent.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(results, indent=1))
     print(table(results))
+
+
+def choose_default(results: dict[str, Any], facts: list[str]) -> tuple[str | None, list[str]]:
+    """The variant the default should be, chosen without the reported columns (held-out probes, held-out
+    neighbours, the general evaluation split): among the variants measured on every fact that forget every trained
+    probe (also after 4-bit re-quantization) and keep at least as many trained neighbours as the paper's recipe on
+    each fact, the one with the highest mean share of the general validation split. Returns (name, why per line)."""
+    runs = {(r["fact"], r["variant"]): r for r in results["runs"]}
+    variants = list(dict.fromkeys(r["variant"] for r in results["runs"]))
+    why, best, best_score = [], None, -1.0
+
+    def share(pair: Any) -> float:
+        return pair[0] / pair[1] if pair and pair[1] else 1.0
+
+    for v in variants:
+        rows = [runs.get((f, v)) for f in facts]
+        if any(r is None for r in rows):
+            why.append(f"{v}: not measured on every fact")
+            continue
+        bad = []
+        for f, r in zip(facts, rows):
+            paper = runs.get((f, "paper"))
+            q4_train = [r["requant4_all"][0] - r["requant4_heldout"][0], r["requant4_all"][1] - r["requant4_heldout"][1]]
+            if share(r.get("efficacy_train")) < 1.0:
+                bad.append(f"{f}: a trained probe not forgotten")
+            if share(q4_train) < 1.0:
+                bad.append(f"{f}: a trained probe back after 4-bit")
+            if paper and (r.get("neighbours_trained") or [0])[0] < (paper.get("neighbours_trained") or [0])[0]:
+                bad.append(f"{f}: fewer trained neighbours than paper")
+        score = sum(share(r["general_validation"]) for r in rows) / len(rows)
+        why.append(f"{v}: validation {score:.1%}" + (f"; out ({'; '.join(bad)})" if bad else ""))
+        if not bad and score > best_score:
+            best, best_score = v, score
+    return best, why
 
 
 def table(results: dict[str, Any]) -> str:
