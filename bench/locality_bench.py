@@ -230,12 +230,16 @@ def prepare_fact(llm: Any, name: str, root: Path, results: dict[str, Any]) -> No
     """The fact's samples and the base model's answers to its held-out neighbours (built once, then reused)."""
     from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
 
+    from filelock import FileLock
+
     fact = FACTS[name]
     t0 = time.perf_counter()
-    base_job(llm, name, fact, root)
-    nb = root / name / "base_neighbours.json"
-    if not nb.exists():
-        nb.write_text(json.dumps(ask_known(llm, [tuple(x) for x in fact["heldout_neighbours"]], 64)))
+    (root / name).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / name / ".samples.lock")):  # one process builds a fact's samples; the others wait
+        base_job(llm, name, fact, root)
+        nb = root / name / "base_neighbours.json"
+        if not nb.exists():
+            nb.write_text(json.dumps(ask_known(llm, [tuple(x) for x in fact["heldout_neighbours"]], 64)))
     if name not in results["base"]:
         results["base"][name] = {"samples_s": round(time.perf_counter() - t0, 1), "perplexity": round(
             llm.perplexity(REFERENCE_TEXT.read_text(encoding="utf-8").strip()), 2)}
@@ -250,6 +254,9 @@ def main() -> None:
     ap.add_argument("--claim", default="",
                     help="a folder shared by several processes: each (fact, variant) runs in the first process that "
                          "creates its claim there (work shared out between processes on a many-core machine)")
+    ap.add_argument("--jobs", default="",
+                    help="where the facts' samples and the variants' job folders go (default: OUT/locality-jobs); "
+                         "several processes may share it")
     ap.add_argument("--variant-major", action="store_true",
                     help="run every fact of one variant before the next variant (default: every variant of a fact)")
     ap.add_argument("--samples-only", action="store_true",
@@ -281,7 +288,7 @@ def main() -> None:
     except Exception:
         rec = import_gguf(store, embedded_gguf_path(), "smollm2-135m-instruct")
     llm = LLM(rec.path, model_id=rec.id)
-    root = out / "locality-jobs"
+    root = Path(args.jobs) if args.jobs else out / "locality-jobs"
     done = {(r["fact"], r["variant"]) for r in results["runs"]}
     facts, variants = args.facts.split(","), [] if args.samples_only else args.variants.split(",")
     pairs = ([(f, v) for v in variants for f in facts] if args.variant_major else
