@@ -231,6 +231,10 @@ def test_window_remembers_geometry_and_last_page(qtbot, tmp_path, unstar_home, m
     # the offscreen screen is 800 px wide: a restored window is clamped to it, so only the height can be free
     first.resize(900, 713)
     first.show_page(CHAT)
+    # the chat's options are remembered too (a person who turned the temperature down expects it to stay down)
+    first.chat_page.max_tokens.setValue(300)
+    first.chat_page.temperature.setValue(0.7)
+    first.chat_page.repetition.setValue(1.3)
     qtbot.waitUntil(lambda: first.services.worker.idle, timeout=WAIT_MS)
     first.close()
     assert not first.isVisible()
@@ -239,8 +243,30 @@ def test_window_remembers_geometry_and_last_page(qtbot, tmp_path, unstar_home, m
     try:
         assert second.stack.currentWidget() is second.chat_page and second.nav.currentRow() == CHAT
         assert second.size() == QSize(900, 713)  # a new window without saved geometry is 1200 x 800
+        chat = second.chat_page
+        assert (chat.max_tokens.value(), chat.temperature.value(), chat.repetition.value()) == (300, 0.7, 1.3)
     finally:
         second.services.worker.stop(WAIT_MS)
+
+
+def test_damaged_or_out_of_range_chat_options_fall_back_to_the_defaults(qtbot, tmp_path, unstar_home):
+    from unstar_gui.engine.llm import ChatOptions
+    from unstar_gui.ui.pages.chat import PREF_MAX_TOKENS, PREF_REPETITION, PREF_TEMPERATURE
+
+    create_app([])
+    prefs = QSettings(str(tmp_path / "prefs.ini"), QSettings.Format.IniFormat)
+    prefs.setValue(PREF_MAX_TOKENS, "lots")  # not a number
+    prefs.setValue(PREF_TEMPERATURE, 99.0)  # outside the box's range
+    prefs.setValue(PREF_REPETITION, 1.25)  # fine
+    w = MainWindow(prefs=prefs)
+    qtbot.addWidget(w)
+    try:
+        chat, defaults = w.chat_page, ChatOptions()
+        assert chat.max_tokens.value() == defaults.max_tokens
+        assert chat.temperature.value() == defaults.temperature
+        assert chat.repetition.value() == 1.25
+    finally:
+        w.services.worker.stop(WAIT_MS)
 
 
 def test_leaving_settings_with_unsaved_edits_asks(qtbot, window, monkeypatch):

@@ -158,6 +158,9 @@ class SideText:
         return "\n\n".join(view.text() or view.note.text() for view in shown)
 
 
+PREF_MAX_TOKENS, PREF_TEMPERATURE, PREF_REPETITION = "chat/max_tokens", "chat/temperature", "chat/repetition_penalty"
+
+
 # the page --------------------------------------------------------------------------------------------------------------
 class ChatPage(QWidget):
     def __init__(self, services: Services) -> None:
@@ -176,6 +179,7 @@ class ChatPage(QWidget):
         self.new_btn.setToolTip("Forget the earlier questions and answers and start over")
         self.new_btn.clicked.connect(self.new_conversation)
         self.max_tokens, self.temperature, self.repetition = self._option_boxes()
+        self._restore_options()
         self.scroll, self.turns_layout, self.empty_hint = self._transcript()
         self.status = QLabel("")
         self.status.setObjectName("hint")
@@ -194,6 +198,27 @@ class ChatPage(QWidget):
         self.ask_btn.clicked.connect(self.ask)
         services.worker.queue_changed.connect(self._show_waiting)
         self._build_layout()
+
+    # options are remembered between sessions (in the app's preferences, not in any job) -------------------------
+    def _option_prefs(self) -> tuple[tuple[str, QSpinBox | QDoubleSpinBox, type], ...]:
+        return ((PREF_MAX_TOKENS, self.max_tokens, int), (PREF_TEMPERATURE, self.temperature, float),
+                (PREF_REPETITION, self.repetition, float))
+
+    def _restore_options(self) -> None:
+        prefs = self.services.prefs
+        for key, box, kind in self._option_prefs():
+            saved = prefs.value(key) if prefs is not None else None
+            try:
+                value = kind(saved) if saved is not None else None
+            except (TypeError, ValueError):  # a damaged preference: keep the default
+                value = None
+            if value is not None and box.minimum() <= value <= box.maximum():
+                box.setValue(value)
+            box.valueChanged.connect(lambda v, key=key: self._save_option(key, v))
+
+    def _save_option(self, key: str, value: float) -> None:
+        if self.services.prefs is not None:
+            self.services.prefs.setValue(key, value)
 
     # layout ------------------------------------------------------------------------------------------------------
     def _option_boxes(self) -> tuple[QSpinBox, QDoubleSpinBox, QDoubleSpinBox]:
