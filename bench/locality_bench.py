@@ -226,20 +226,53 @@ def claimed(claim_dir: str, name: str, variant: str) -> bool:
         return False
 
 
-def prepare_fact(llm: Any, name: str, root: Path, results: dict[str, Any]) -> None:
-    """The fact's samples and the base model's answers to its held-out neighbours (built once, then reused)."""
-    from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
+# Each fact's samples as the table's runs used them (job records, no weights; committed), so a later session adds
+# rows trained on the very same samples instead of regenerating them (a full table takes hours on 2 cores).
+SAVED_SAMPLES = ROOT / "bench" / "locality_samples"
+SAMPLE_RECORDS = ("job.json", "probes.jsonl", "antisamples.jsonl", "retain.jsonl")
 
+
+def restore_samples(name: str, root: Path) -> None:
+    """Copy the saved samples of a fact into the jobs folder when it has none."""
+    saved, base = SAVED_SAMPLES / name, root / name / "base"
+    if (base / "job.json").exists() or not (saved / "job.json").exists():
+        return
+    base.mkdir(parents=True, exist_ok=True)
+    for f in SAMPLE_RECORDS:
+        shutil.copy2(saved / f, base / f)
+    shutil.copy2(saved / "base_neighbours.json", root / name / "base_neighbours.json")
+
+
+def save_samples(name: str, root: Path) -> None:
+    """Keep a fact's freshly built samples under bench/locality_samples (see SAVED_SAMPLES)."""
+    dest = SAVED_SAMPLES / name
+    if (dest / "job.json").exists():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in SAMPLE_RECORDS:
+        shutil.copy2(root / name / "base" / f, dest / f)
+    shutil.copy2(root / name / "base_neighbours.json", dest / "base_neighbours.json")
+
+
+def prepare_fact(llm: Any, name: str, root: Path, results: dict[str, Any], fresh: bool = False) -> None:
+    """The fact's samples and the base model's answers to its held-out neighbours (built once, then reused; saved
+    ones are used unless `fresh`)."""
     from filelock import FileLock
+
+    from unstar_gui.engine.evaluate.measures import REFERENCE_TEXT
 
     fact = FACTS[name]
     t0 = time.perf_counter()
     (root / name).mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / name / ".samples.lock")):  # one process builds a fact's samples; the others wait
+        if not fresh:
+            restore_samples(name, root)
         base_job(llm, name, fact, root)
         nb = root / name / "base_neighbours.json"
         if not nb.exists():
             nb.write_text(json.dumps(ask_known(llm, [tuple(x) for x in fact["heldout_neighbours"]], 64)))
+        if not fresh:
+            save_samples(name, root)
     if name not in results["base"]:
         results["base"][name] = {"samples_s": round(time.perf_counter() - t0, 1), "perplexity": round(
             llm.perplexity(REFERENCE_TEXT.read_text(encoding="utf-8").strip()), 2)}
@@ -259,6 +292,8 @@ def main() -> None:
                          "several processes may share it")
     ap.add_argument("--variant-major", action="store_true",
                     help="run every fact of one variant before the next variant (default: every variant of a fact)")
+    ap.add_argument("--fresh-samples", action="store_true",
+                    help="build the facts' samples anew instead of using bench/locality_samples")
     ap.add_argument("--samples-only", action="store_true",
                     help="build each fact's samples (and the base model's held-out neighbour answers), train nothing")
     ap.add_argument("--rejudge", action="store_true",
@@ -294,11 +329,11 @@ def main() -> None:
     pairs = ([(f, v) for v in variants for f in facts] if args.variant_major else
              [(f, v) for f in facts for v in variants])
     for name in facts if args.samples_only else []:
-        prepare_fact(llm, name, root, results)
+        prepare_fact(llm, name, root, results, args.fresh_samples)
     for name, variant in pairs:
         if (name, variant) in done or not claimed(args.claim, name, variant):
             continue
-        prepare_fact(llm, name, root, results)
+        prepare_fact(llm, name, root, results, args.fresh_samples)
         print(f"== {name} / {variant}", flush=True)
         row = run_variant(llm, name, FACTS[name], variant, root)
         print(json.dumps(row), flush=True)
