@@ -33,9 +33,10 @@ from .events import Progress, Steps, run_to_end
 from .judge import Judge, make_judge, normalize
 from .prompts import DATA_DIR, PromptTemplate, QuestionShape, analyse, fill, load_prompt, load_sections
 from .quality import degeneracy, verdict, wrong_type_problem
+from .records import ProbeStyle
 from .sentences import complete_sentences, first_sentences
 
-STYLES = ("direct", "indirect", "completion", "multiple_choice", "yes_no", "tell_me_about")
+STYLES = tuple(s for s in ProbeStyle.values() if s != ProbeStyle.ORIGINAL)  # the paraphrase styles
 TEMPERATURE = 0.8
 SAMPLES_PER_ITEM = 2  # model candidates asked for per item wanted; the filters drop many of a small model's
 DEDUPE_THRESHOLD = 0.92  # cosine above which two paraphrases count as the same question

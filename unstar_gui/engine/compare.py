@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,8 +232,7 @@ def _method_job(samples: Job, method: str, directory: Path) -> Job:
     job = create_job(directory, {**{k: data[k] for k in keep if k in data}, "settings": settings, "method": method,
                                  "status": "created", "stage": "train", "round": 0, "step": 0, "error": None,
                                  "rounds": [], "timing": {}, "samples_ready": True, "samples_from": str(samples.dir)})
-    for name in SAMPLE_FILES:
-        shutil.copyfile(samples.file(name), job.file(name))
+    job.copy_samples_from(samples)
     return job
 
 
@@ -277,9 +275,7 @@ def write_comparison(out: Path, comparison: dict[str, Any]) -> None:
         if row.get("error"):
             continue
         job = Job(Path(row["job_dir"]))
-        report = job.read_report() or {}
-        report["comparison"] = html_section(comparison, row["method"])
-        job.write_report(report)
+        report = job.record_comparison(html_section(comparison, row["method"]))
         atomic_write_text(job.file("report.html"), render_html(report))
 
 

@@ -9,6 +9,10 @@
     adapters/         the final adapter in mlx-lm format
     report.json       before/after answers and metrics; report.html
 Every write is atomic (fsutil), so a killed job leaves readable files.
+
+`Job` owns the folder: its verbs (set_status, record_round, write_report, discard_samples, ...) are the only writers,
+each writing the keys it owns and leaving the others as they are; the typed records (records.py) are how the files
+read. `update` and `write_rows` are the primitives under the verbs.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import JobError, ModelNotFound, StorageError
 from .fsutil import append_jsonl, atomic_write_json, atomic_write_jsonl, corrupt_record, read_json, read_jsonl
+from .records import AntiSampleRow, JobRecord, JobStatus, ProbeRow, Record, Report, RetainRow, RoundSummary
 from .store import ModelStore
 
-STATUSES = ("created", "running", "interrupted", "cancelled", "failed", "done")
+STATUSES = JobStatus.values()
 # What a job generates before training (generate_samples in pipeline.py): the probes, the anti-samples and the
 # retain set. A comparison copies them between runs; the wizard discards them when the fact or keep list changes.
 SAMPLE_FILES = ("probes.jsonl", "antisamples.jsonl", "retain.jsonl")
+_KEEP: Any = object()  # set_status: leave the recorded error as it is
 _JOB_HINT = ("Restore job.json from a backup, or delete this job (Jobs page, or remove the folder) and start it "
              "again; the other files in the folder were not touched.")
 
@@ -123,13 +129,120 @@ class Job:
         self.write(data)
         return data
 
+    def record(self) -> JobRecord:
+        """job.json as a typed record."""
+        return JobRecord.from_dict(self.read())
+
     @property
     def status(self) -> str:
         return self.read().get("status", "created")
 
-    def set_status(self, status: str, **extra: Any) -> None:
-        assert status in STATUSES, status
-        self.update(status=status, **extra)
+    def set_status(self, status: JobStatus | str, *, error: str | None = _KEEP, stage: str | None = None,
+                   process: dict[str, Any] | None = None) -> None:
+        """The job's status; with the error to show (None clears it), the stage and the process running it."""
+        status = JobStatus(status)
+        fields: dict[str, Any] = {"status": status.value}
+        if error is not _KEEP:
+            fields["error"] = error
+        if stage is not None:
+            fields["stage"] = stage
+        if process is not None:
+            fields["process"] = process
+        self.update(**fields)
+
+    # job.json verbs: each writes the keys it names and no others ---------------------------------------------------
+    def set_stage(self, stage: str) -> None:
+        self.update(stage=stage)
+
+    def set_position(self, round: int, step: int, stage: str | None = None) -> None:
+        """Where training stands (the round and step a resume continues from)."""
+        self.update(round=round, step=step, **({"stage": stage} if stage else {}))
+
+    def add_timing(self, stage: str, seconds: float) -> None:
+        """Add `seconds` to timing["<stage>_s"] (a resumed stage adds up)."""
+        timing = dict(self.read().get("timing") or {})
+        timing[f"{stage}_s"] = round(timing.get(f"{stage}_s", 0.0) + seconds, 2)
+        self.update(timing=timing)
+
+    def record_round(self, summary: RoundSummary | Mapping[str, Any]) -> tuple[RoundSummary, ...]:
+        """A round's re-probe summary into "rounds" (replacing an earlier one of the same round); returns them all."""
+        summary = RoundSummary.from_dict(summary)
+        rounds = [r for r in self.record().rounds if r.round != summary.round] + [summary]
+        rounds.sort(key=lambda r: r.round)
+        self.update(rounds=[r.to_dict() for r in rounds])
+        return tuple(rounds)
+
+    def record_placement(self, placement: Mapping[str, Any]) -> None:
+        self.update(placement=dict(placement))
+
+    def record_early_stop(self, round: int, step: int, steps_per_round: int) -> None:
+        """Training stopped early in `round` at `step`: the round counts as trained (a resume moves on)."""
+        stops = list(self.read().get("early_stops") or []) + [{"round": round, "step": step}]
+        self.update(round=round, step=steps_per_round, early_stops=stops)
+
+    def record_adapter_scale(self, round: int, factor: float, edge: float) -> None:
+        scales = list(self.read().get("adapter_scales") or []) + [{"round": round, "factor": factor, "edge": edge}]
+        self.update(adapter_scales=scales)
+
+    def mark_samples_ready(self, dropped: Sequence[Mapping[str, Any]]) -> None:
+        """The samples are written: training comes next; `dropped` is what the quality gates left out."""
+        self.update(samples_ready=True, samples_round=0, stage="train", dropped=[dict(d) for d in dropped])
+
+    def set_samples_round(self, round: int) -> None:
+        """The anti-samples for `round` are written (a resume does not write them again)."""
+        self.update(samples_round=round)
+
+    # the wizard's verbs ----------------------------------------------------------------------------------------------
+    def set_fact(self, fact: Mapping[str, Any]) -> None:
+        """Another fact: the samples, the keep list (made for the old fact) and its review go."""
+        self.discard_samples()
+        self.update(fact=dict(fact), keep=[], ui_keep_reviewed=False)
+
+    def set_keep(self, pairs: Iterable[Sequence[str]], reviewed: bool = True) -> None:
+        self.update(keep=[list(p) for p in pairs], ui_keep_reviewed=reviewed)
+
+    def set_force(self, force: bool) -> None:
+        self.update(force=bool(force))
+
+    def merge_settings(self, settings: Mapping[str, Any]) -> None:
+        """Settings changed before the job ran: merged over the recorded ones."""
+        self.update(settings={**(self.read().get("settings") or {}), **settings})
+
+    def set_ui_step(self, key: str) -> None:
+        self.update(ui_step=key)
+
+    # samples ---------------------------------------------------------------------------------------------------------
+    def probes(self) -> list[ProbeRow]:
+        return [ProbeRow.from_dict(r) for r in self.read_rows("probes.jsonl")]
+
+    def retain(self) -> list[RetainRow]:
+        return [RetainRow.from_dict(r) for r in self.read_rows("retain.jsonl")]
+
+    def antisamples(self) -> list[AntiSampleRow]:
+        return [AntiSampleRow.from_dict(r) for r in self.read_rows("antisamples.jsonl")]
+
+    def write_probes(self, rows: Iterable[ProbeRow | Mapping[str, Any]]) -> None:
+        self._write_records("probes.jsonl", ProbeRow, rows)
+
+    def write_retain(self, rows: Iterable[RetainRow | Mapping[str, Any]]) -> None:
+        self._write_records("retain.jsonl", RetainRow, rows)
+
+    def write_antisamples(self, rows: Iterable[AntiSampleRow | Mapping[str, Any]]) -> None:
+        self._write_records("antisamples.jsonl", AntiSampleRow, rows)
+
+    def _write_records(self, name: str, kind: type[Record], rows: Iterable[Record | Mapping[str, Any]]) -> None:
+        self.write_rows(name, [kind.from_dict(r).to_dict() for r in rows])
+
+    def discard_samples(self) -> None:
+        """Samples made for an older fact or keep list would teach the wrong thing: the next run makes new ones."""
+        for name in SAMPLE_FILES:
+            self.file(name).unlink(missing_ok=True)
+        self.update(samples_ready=False)
+
+    def copy_samples_from(self, other: "Job") -> None:
+        """Another job's probes, anti-samples and retain set (a comparison trains every method on the same)."""
+        for name in SAMPLE_FILES:
+            shutil.copyfile(other.file(name), self.file(name))
 
     # jsonl files -------------------------------------------------------------------------------------------------
     def read_rows(self, name: str) -> list[dict[str, Any]]:
@@ -141,11 +254,42 @@ class Job:
     def append_metric(self, row: dict[str, Any]) -> None:
         append_jsonl(self.file("metrics.jsonl"), row)
 
+    # report.json: the pipeline writes the report, evaluate its "evaluation", compare its "comparison" ---------------
     def read_report(self) -> dict[str, Any] | None:
         return read_json(self.file("report.json"))
 
-    def write_report(self, report: dict[str, Any]) -> None:
-        atomic_write_json(self.file("report.json"), report)
+    def report(self) -> Report | None:
+        """report.json as a typed record; None before anything was reported."""
+        data = self.read_report()
+        return Report.from_dict(data) if data is not None else None
+
+    def write_report(self, report: Report | Mapping[str, Any]) -> Report:
+        """The pipeline's report; the evaluation and comparison already recorded stay unless it brings its own."""
+        data = Report.from_dict(report).to_dict()
+        for key in ("evaluation", "comparison"):
+            if key not in data and (old := (self.read_report() or {}).get(key)) is not None:
+                data[key] = old
+        atomic_write_json(self.file("report.json"), data)
+        return Report.from_dict(data)
+
+    def record_evaluation(self, evaluation: Mapping[str, Any], *, fact: Mapping[str, Any],
+                          model: Mapping[str, Any], method: str) -> dict[str, Any]:
+        """report.json["evaluation"]; the fact, model and method are filled in when no report names them yet.
+        Returns the whole report as written."""
+        return self._write_report_part("evaluation", evaluation, fact=dict(fact), model=dict(model), method=method)
+
+    def record_comparison(self, section: Mapping[str, Any]) -> dict[str, Any]:
+        """report.json["comparison"] (compare.html_section); returns the whole report as written."""
+        return self._write_report_part("comparison", section)
+
+    def _write_report_part(self, key: str, value: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
+        """One key of report.json, re-read just before writing so the other writers' keys stay."""
+        data = self.read_report() or {}
+        for name, default in defaults.items():
+            data.setdefault(name, default)
+        data[key] = dict(value)
+        atomic_write_json(self.file("report.json"), data)
+        return data
 
     @property
     def has_adapters(self) -> bool:
@@ -269,10 +413,3 @@ def delete_job(directory: Path) -> None:
     if not (directory / "job.json").exists():
         raise JobError(f"{directory} is not a job folder.", "Nothing was deleted.")
     shutil.rmtree(directory)
-
-
-def discard_samples(job: Job) -> None:
-    """Samples made for an older fact or keep list would teach the wrong thing: the next run makes new ones."""
-    for name in SAMPLE_FILES:
-        job.file(name).unlink(missing_ok=True)
-    job.update(samples_ready=False)

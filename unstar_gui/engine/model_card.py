@@ -17,6 +17,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from .records import AttackResult, Report
+
 
 @dataclass(frozen=True)
 class BaseModelRef:
@@ -63,7 +65,7 @@ def base_model_ref(model: dict[str, Any]) -> BaseModelRef:
 class QuantizationFinding:
     """One re-quantization attack result: how much of the fact came back at this bit width."""
 
-    label: str  # the report's key, e.g. "4bit_g64"
+    label: str  # the attack variant, e.g. "4bit-g64"
     bits: int | None
     group_size: int | None
     recovery: float | None  # share of probes on which the fact came back (0..1)
@@ -100,52 +102,30 @@ def _as_float(v: Any) -> float | None:
         return None
 
 
-def _finding(label: str, entry: Any) -> QuantizationFinding:
-    entry = entry if isinstance(entry, dict) else {"recovery": entry}
-    bits = _as_int(entry.get("bits"))
-    group = _as_int(entry.get("group_size"))
+def _finding(result: AttackResult) -> QuantizationFinding:
+    """A re-quantization result; bits and group size read from its label when the row does not record them."""
+    label = result.variant or result.title
+    bits, group = _as_int(result.bits), _as_int(result.group_size)
     if bits is None and (m := _BITS_RE.search(label)):
         bits = int(m.group(1))
     if group is None and (m := _GROUP_RE.search(label)):
         group = int(m.group(1))
-    recovered = _as_int(entry.get("recovered"))
-    total = _as_int(entry.get("total", entry.get("known")))
-    recovery = _as_float(entry.get("recovery"))
+    recovered, total = _as_int(result.recovered), _as_int(result.known)
+    recovery = _as_float(result.recovery)
     if recovery is None and recovered is not None and total:
         recovery = recovered / total
     return QuantizationFinding(label=label, bits=bits, group_size=group, recovery=recovery, recovered=recovered,
                                total=total)
 
 
-def attack_rows(report: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """report.json's attack results as flat rows {"attack", "variant", ...numbers}.
-
-    Accepts a list of rows (each naming its "attack" and "variant") or nested dicts
-    {"quantization": {"4bit_g64": {"recovery": ...}}} / {"relearning": {"recovery": ...}}.
-    """
-    evaluation = (report or {}).get("evaluation") or {}
-    attacks = evaluation.get("attacks") if isinstance(evaluation, dict) else None
-    rows: list[dict[str, Any]] = []
-    if isinstance(attacks, list):
-        rows = [dict(r) for r in attacks if isinstance(r, dict)]
-    elif isinstance(attacks, dict):
-        for name, result in attacks.items():
-            if isinstance(result, dict) and any(isinstance(v, dict) for v in result.values()):
-                rows += [{"attack": name, "variant": str(k), **v} for k, v in result.items() if isinstance(v, dict)]
-            elif isinstance(result, dict):
-                rows.append({"attack": name, "variant": "", **result})
-            elif isinstance(result, list):
-                rows += [{"attack": name, **r} for r in result if isinstance(r, dict)]
-    for r in rows:
-        r.setdefault("attack", "")
-        r.setdefault("variant", str(r.get("label", r.get("name", ""))))
-    return rows
+def attack_results(report: dict[str, Any] | None) -> list[AttackResult]:
+    """report.json's attack results (evaluation["attacks"], as evaluate writes them), typed."""
+    return Report.from_dict(report or {}).attacks()
 
 
 def quantization_findings(report: dict[str, Any] | None) -> list[QuantizationFinding]:
-    """Re-quantization attack results from report.json's evaluation, whatever shape they were recorded in."""
-    return [_finding(str(r["variant"] or r.get("title", "")), r) for r in attack_rows(report)
-            if str(r["attack"]).lower() in _QUANT_ATTACKS and not r.get("skipped")]
+    """The re-quantization attack results in report.json's evaluation (those that ran)."""
+    return [_finding(r) for r in attack_results(report) if r.attack.lower() in _QUANT_ATTACKS and not r.skipped]
 
 
 def findings_at(findings: list[QuantizationFinding], bits: int, group_size: int | None) -> list[QuantizationFinding]:
@@ -200,15 +180,15 @@ def _evaluation_lines(report: dict[str, Any] | None) -> list[str]:
         lines.append("Re-quantization attack (fuse, quantize, ask again):")
         lines += [f"- {f.describe()}" for f in findings]
         lines.append("")
-    others = [r for r in attack_rows(report) if str(r["attack"]).lower() not in _QUANT_ATTACKS]
+    others = [r for r in attack_results(report) if r.attack.lower() not in _QUANT_ATTACKS]
     if others:
         lines.append("Other attacks:")
     for row in others:
-        name = row.get("title") or " ".join(str(x) for x in (row["attack"], row["variant"]) if x)
-        nums = {k: v for k, v in row.items() if k in ("recovery", "leak_rate", "recovered", "known")
-                and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if row.get("skipped"):
-            lines.append(f"- {name}: skipped ({row['skipped']})")
+        name = row.title or " ".join(x for x in (row.attack, row.variant) if x)
+        nums = {k: v for k in ("recovery", "leak_rate", "recovered", "known")
+                if isinstance(v := getattr(row, k), (int, float)) and not isinstance(v, bool)}
+        if row.skipped:
+            lines.append(f"- {name}: skipped ({row.skipped})")
         elif nums:
             lines.append(f"- {name}: " + ", ".join(f"{k} {_pct_or_value(v)}" for k, v in nums.items()))
     verdict = _verdict_text((report.get("evaluation") or {}))

@@ -23,6 +23,7 @@ from .embedded import resolve_model
 from .errors import Cancelled, Interrupted, InvalidInput, JobError, ModelNotFound, UnstarError
 from .events import Checkpoint, Event, Finished, Log, ProbeResult, SamplesReady, StageStarted, TrainStep
 from .jobs import Job, base_model_dir, create_job, new_job_dir, open_job, process_alive, this_process
+from .records import JobRecord, Report, RoundSummary
 from .asking import ask
 from .judge import Judge, is_trivia, known_retain, probe_leaks
 from .llm import LLM, load_llm
@@ -272,20 +273,13 @@ def _settings(data: dict[str, Any]) -> ForgetSettings:
     return ForgetSettings.from_dict(data.get("settings", {}))
 
 
-def _add_timing(job: Job, stage: str, seconds: float) -> None:
-    data = job.read()
-    timing = dict(data.get("timing") or {})
-    timing[f"{stage}_s"] = round(timing.get(f"{stage}_s", 0.0) + seconds, 2)
-    job.update(timing=timing)
-
-
 def _share(flags: Sequence[bool], empty: float = 1.0) -> float:
     return sum(flags) / len(flags) if flags else empty
 
 
-def _retain_weight(s: ForgetSettings, rounds: Sequence[dict[str, Any]]) -> float:
+def _retain_weight(s: ForgetSettings, rounds: Sequence[RoundSummary]) -> float:
     """The retain weight doubles after every round whose retention did not hold."""
-    return s.retain_weight * 2 ** sum(1 for r in rounds if not r.get("retention_holds", True))
+    return s.retain_weight * 2 ** sum(1 for r in rounds if not r.retention_holds)
 
 
 # stage 1-2: probes, anti-samples, retain set -------------------------------------------------------------------------
@@ -304,7 +298,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     fact = _fact(data)
     judge = fact.judge()
 
-    job.update(stage="probe")
+    job.set_stage("probe")
     yield StageStarted("probe", "Asking the base model the question")
     original_answer = llm.answer([fact.question], max_tokens=s.probe_max_tokens)[0]
     original_known = probe_leaks("original", original_answer, judge)
@@ -338,7 +332,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
         known = probe_leaks(p.style, a, judge)
         probes.append({"question": p.text, "style": p.style, "split": "heldout" if i in heldout else "train",
                        "base_answer": a, "known": known, "quality": _probe_quality(a, known, gate)})
-    job.write_rows("probes.jsonl", probes)
+    job.write_probes(probes)
     dropped = [_dropped_row("probes", p["style"], p["question"], p["base_answer"], p["quality"]["reason"])
                for p in probes if not p.get("quality", {"kept": True})["kept"]]
     known = sum(p["known"] for p in probes)
@@ -357,7 +351,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
         p for i, p in enumerate(paraphrases) if i not in heldout and probes[i + 1]["quality"]["kept"]]
     anti = yield from build_antisamples(llm, fact, train_paras, wrongs, judge, s.seed, round=0, cancel=cancel)
     cancel.check()
-    job.write_rows("antisamples.jsonl", [dict(asdict(a), round=0, id=i) for i, a in enumerate(anti)])
+    job.write_antisamples([dict(asdict(a), round=0, id=i) for i, a in enumerate(anti)])
     yield SamplesReady("antisamples", len(anti))
 
     yield StageStarted("retain", "Collecting facts to keep")
@@ -395,14 +389,14 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
         c["base_answer"] = a
         c["known"] = known_retain(c, a)
     rows += [c for c in checks if c["known"]]
-    job.write_rows("retain.jsonl", rows)
+    job.write_retain(rows)
     yield SamplesReady("retain", len(rows))
     if dropped:
         yield Log(f"Quality gates left out {len(dropped)} items: "
                   + "; ".join(f"\"{d['question']}\" ({d['reason']})" for d in dropped[:5])
                   + (" ..." if len(dropped) > 5 else ""))
-    _add_timing(job, "samples", time.perf_counter() - t0)
-    job.update(samples_ready=True, samples_round=0, stage="train", dropped=dropped)
+    job.add_timing("samples", time.perf_counter() - t0)
+    job.mark_samples_ready(dropped)
 
 
 def _probe_quality(answer: str, known: bool, gate: bool = True) -> dict[str, Any]:
@@ -424,7 +418,7 @@ def save_antisample_edits(job: Job, rows: list[dict[str, Any]]) -> list[dict[str
     from .antisamples import apply_edits
 
     fixed = apply_edits(job.read_rows("antisamples.jsonl"), rows, _fact(job.read()))
-    job.write_rows("antisamples.jsonl", fixed)
+    job.write_antisamples(fixed)
     return fixed
 
 
@@ -487,7 +481,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     s = _settings(data)
     method = get_method(s.method)
     fact = data["fact"]
-    rounds: list[dict[str, Any]] = list(data.get("rounds") or [])
+    rounds = list(JobRecord.from_dict(data).rounds)
     probes = job.read_rows("probes.jsonl")
     method.prepare(MethodContext(fact["question"], fact["answer"], fact.get("aliases", ()),
                                  retain_weight=_retain_weight(s, rounds), retain_loss=s.retain_loss,
@@ -507,7 +501,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
         if placement is None:
             placement = yield from choose_placement(llm, fact["question"], fact["answer"], _fact(data).shape().subject,
                                                     s.placement, s.lora_keys, s.num_layers, seed=s.seed)
-            job.update(placement=placement.to_dict())
+            job.record_placement(placement.to_dict())
         trainer.attach(placement.lora(s.rank, s.lora_scale, s.num_layers, len(llm.model.layers)))
         r, step = 0, 0
     retain_rows = [row for row in job.read_rows("retain.jsonl") if row.get("split", "train") == "train"]
@@ -529,7 +523,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
             forget_ex = encode_pairs(llm, method.forget_pairs(anti), s.max_seq_len)
             if not forget_ex:
                 raise JobError("No anti-samples to train on.", "Delete the job and start it again.")
-            job.update(stage="train", round=r, step=step)
+            job.set_position(r, step, stage="train")
             yield StageStarted("train", f"Training on {len(forget_ex)} anti-samples and {len(retain_ex)} retain "
                                         f"items, {s.steps_per_round} steps", round=r)
             t0 = time.perf_counter()
@@ -541,7 +535,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                     if isinstance(ev, TrainStep):
                         job.append_metric(ev.to_dict())
                     elif isinstance(ev, Checkpoint):
-                        job.update(round=ev.round, step=ev.step)
+                        job.set_position(ev.round, ev.step)
                     yield ev
                     if (isinstance(ev, TrainStep) and s.early_stop_every and ev.step < s.steps_per_round
                             and ev.step % s.early_stop_every == 0):
@@ -551,40 +545,37 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                             break
             finally:
                 steps.close()
-                _add_timing(job, "train", time.perf_counter() - t0)
+                job.add_timing("train", time.perf_counter() - t0)
             if stopped_at is not None:
                 # Fitting wrong answers past the point of forgetting is what spreads to other facts (Gekhman et al.
                 # arXiv 2405.05904): stop there. The checkpoint marks the round as trained, so a resume moves on.
                 trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round, {"early_stop_step": stopped_at})
-                stops = list(job.read().get("early_stops") or []) + [{"round": r, "step": stopped_at}]
-                job.update(round=r, step=s.steps_per_round, early_stops=stops)
+                job.record_early_stop(r, stopped_at, s.steps_per_round)
                 yield Log(f"Every trained probe is forgotten after {stopped_at} steps: round {r + 1} stops early.")
             step = s.steps_per_round
         if len(rounds) <= r:
             if s.scale_sweep:  # before the re-probe, so the round's numbers are the scaled adapter's (a resume
                 yield from _sweep_adapter_scale(job, llm, s, r, cancel)  # restores the unscaled one: same result)
-            job.update(stage="reprobe")
+            job.set_stage("reprobe")
             result = yield from _probe_round(job, llm, r, s, cancel)
-            summary = {k: v for k, v in result.items() if k != "answers"}
-            rounds.append(summary)
-            job.update(rounds=rounds)
+            rounds = list(job.record_round({k: v for k, v in result.items() if k != "answers"}))
         summary = rounds[r]
-        if summary["efficacy_train"] >= 1.0 and summary["retention_holds"]:
+        if summary.efficacy_train >= 1.0 and summary.retention_holds:
             yield Log(f"Round {r + 1}: every probe forgotten and retention holds; stopping.")
             break
         if r + 1 >= s.max_rounds:
             yield Log(f"Round budget spent ({s.max_rounds}); keeping the last adapter.", "warning")
             break
-        if not summary["retention_holds"]:
+        if not summary.retention_holds:
             method.ctx.retain_weight = _retain_weight(s, rounds)
-            yield Log(f"Retention did not hold (neighbours {summary['retention_neighbours']:.0%}, general "
-                      f"{summary['retention_general_all']:.0%}); retain weight now {method.ctx.retain_weight:g}.",
+            yield Log(f"Retention did not hold (neighbours {summary.retention_neighbours:.0%}, general "
+                      f"{summary.retention_general_all:.0%}); retain weight now {method.ctx.retain_weight:g}.",
                       "warning")
         if int(job.read().get("samples_round", 0)) < r + 1:
             yield from _regenerate(job, llm, r + 1, s, cancel)
         r, step = r + 1, 0
-        job.update(round=r, step=0)
-    job.update(stage="save")
+        job.set_position(r, 0)
+    job.set_stage("save")
     method.finalize(llm)  # e.g. task-vector negation turns its fitted adapter around before it is saved
     llm.save_adapter(job.adapters_dir)
     yield Log(f"Adapter written to {job.adapters_dir}.")
@@ -666,8 +657,7 @@ def _sweep_adapter_scale(job: Job, llm: LLM, s: ForgetSettings, r: int, cancel: 
     best = min(1.0, hi + SCALE_MARGIN)
     if best < 1.0:
         llm.scale_adapter(best)
-    scales = list(job.read().get("adapter_scales") or []) + [{"round": r, "factor": best, "edge": hi}]
-    job.update(adapter_scales=scales)
+    job.record_adapter_scale(r, best, hi)
     yield Log(f"Adapter strength x{best:g} (the edge x{hi:g} plus a margin) forgets every trained probe." if best < 1
               else "The adapter needs its full strength to forget every trained probe.")
 
@@ -742,7 +732,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
         steps=s.steps_per_round * (r + 1),
         probe_s=round(time.perf_counter() - t0, 2),
     )
-    _add_timing(job, "reprobe", time.perf_counter() - t0)
+    job.add_timing("reprobe", time.perf_counter() - t0)
     return result
 
 
@@ -777,10 +767,10 @@ def _regenerate(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTok
         cancel.check()
         start = max((row.get("id", -1) for row in rows), default=-1) + 1
         rows += [dict(asdict(a), round=r, id=start + i) for i, a in enumerate(anti)]
-        job.write_rows("antisamples.jsonl", rows)
+        job.write_antisamples(rows)
         yield SamplesReady("antisamples", len(anti), round=r)
-    job.update(samples_round=r)
-    _add_timing(job, "regenerate", time.perf_counter() - t0)
+    job.set_samples_round(r)
+    job.add_timing("regenerate", time.perf_counter() - t0)
 
 
 def _train_style(probe_style: str) -> str:
@@ -796,9 +786,10 @@ def _peak_memory() -> dict[str, int]:
     return {"mlx_peak_bytes": int(mx.get_peak_memory()), "max_rss_bytes": int(rss_bytes)}
 
 
-def _write_report(job: Job) -> dict[str, Any]:
+def _write_report(job: Job) -> Report:
+    """report.json's pipeline part (job.write_report keeps the evaluation and comparison recorded before)."""
     data = job.read()
-    rounds = data.get("rounds") or []
+    rounds = JobRecord.from_dict(data).rounds
     last = [row for row in job.read_rows("metrics.jsonl") if row.get("event") == "ProbeResult"][-1]
     probes = {p["question"]: p for p in job.read_rows("probes.jsonl")}
     retain = {r["question"]: r for r in job.read_rows("retain.jsonl")}
@@ -825,34 +816,30 @@ def _write_report(job: Job) -> dict[str, Any]:
     acc_base, acc_after, acc_ratio = accuracy("train")
     held_base, held_after, held_ratio = accuracy("heldout")
     metrics = {
-        "efficacy_heldout": final["efficacy_heldout"],
-        "efficacy_train": final["efficacy_train"],
-        "efficacy": final["efficacy"],
-        "retention_neighbours": final["retention_neighbours"],
-        "retention_general": final["retention_general"],
-        "retention_general_all": final["retention_general_all"],
+        "efficacy_heldout": final.efficacy_heldout,
+        "efficacy_train": final.efficacy_train,
+        "efficacy": final.efficacy,
+        "retention_neighbours": final.retention_neighbours,
+        "retention_general": final.retention_general,
+        "retention_general_all": final.retention_general_all,
         "general_accuracy_base": acc_base,
         "general_accuracy_after": acc_after,
         "general_accuracy_ratio": acc_ratio,
         "general_heldout_accuracy_base": held_base,
         "general_heldout_accuracy_after": held_after,
         "general_heldout_ratio": held_ratio,
-        "counts": final.get("counts", {}),
+        "counts": final.counts,
         "rounds": len(rounds),
-        "steps": final["steps"],
+        "steps": final.steps,
         "probes_known": sum(1 for p in probes.values() if p["known"]),
         "probes_total": len(probes),
     }
     timing = dict(data.get("timing") or {})
-    report = {
-        "fact": data["fact"], "keep": data.get("keep", []), "model": data["model"],
-        "base_model_path": data["model"]["path"], "adapter_path": str(job.adapters_dir),
-        "method": data["method"], "settings": data["settings"], "seed": data["seed"],
-        "versions": data.get("versions", {}), "rounds": rounds, "before_after": before_after, "metrics": metrics,
-        "timing": timing, "memory": _peak_memory(), "evaluation": (job.read_report() or {}).get("evaluation", {}),
-    }
-    job.write_report(report)
-    return report
+    return job.write_report(Report(
+        fact=data["fact"], keep=data.get("keep", []), model=data["model"], base_model_path=data["model"]["path"],
+        adapter_path=str(job.adapters_dir), method=data["method"], settings=data["settings"], seed=data["seed"],
+        versions=data.get("versions", {}), rounds=rounds, before_after=before_after, metrics=metrics, timing=timing,
+        memory=_peak_memory()))
 
 
 def _run_evaluation(job: Job, llm: LLM, cancel: CancelToken) -> Iterator[Event]:
@@ -861,7 +848,7 @@ def _run_evaluation(job: Job, llm: LLM, cancel: CancelToken) -> Iterator[Event]:
 
     t0 = time.perf_counter()
     yield from evaluate_job(job.dir, llm=llm, attacks=_settings(job.read()).attacks, cancel=cancel)
-    _add_timing(job, "evaluation", time.perf_counter() - t0)
+    job.add_timing("evaluation", time.perf_counter() - t0)
 
 
 # the job -------------------------------------------------------------------------------------------------------------
@@ -871,7 +858,7 @@ def _load(job: Job, llm: LLM | None) -> Iterator[Event]:
         yield StageStarted("load", f"Loading {data['model']['id']}")
         t0 = time.perf_counter()
         llm = load_llm(base_model_dir(data), model_id=data["model"]["id"])
-        _add_timing(job, "load", time.perf_counter() - t0)
+        job.add_timing("load", time.perf_counter() - t0)
     if llm.lora is not None:  # a model reused from an earlier job: start from the base weights
         llm.detach_lora()
     return llm
@@ -898,14 +885,14 @@ def run_job(job: Job, cancel: CancelToken | None = None, llm: LLM | None = None)
         yield _memory_note(job, llm)
         yield from generate_samples(job, llm, cancel)
         yield from train_rounds(job, llm, cancel)
-        job.update(stage="evaluate")
-        _add_timing(job, "total", time.perf_counter() - t0)
+        job.set_stage("evaluate")
+        job.add_timing("total", time.perf_counter() - t0)
         _write_report(job)
         yield from _run_evaluation(job, llm, cancel)
         report = _write_report(job)
         job.set_status("done", stage="done")
-        summary = dict(report["metrics"], adapter_path=report["adapter_path"],
-                       total_s=report["timing"].get("total_s", 0.0), **report["memory"])
+        summary = dict(report.metrics or {}, adapter_path=report.adapter_path,
+                       total_s=(report.timing or {}).get("total_s", 0.0), **(report.memory or {}))
         yield Finished(str(job.dir), summary)
     except Interrupted as exc:
         job.set_status("interrupted", error=exc.message)

@@ -26,9 +26,10 @@ from .events import Progress, Steps
 from .judge import Judge, normalize
 from .prompts import fill, load_prompt, load_sections, name_runs
 from .quality import answer_problem, is_looping, question_problem, retain_problem, verdict
+from .records import RetainKind
 from .sentences import complete_sentences, first_sentences
 
-KINDS = ("neighbour_subject", "neighbour_answer", "keep", "general")
+KINDS = RetainKind.values()
 NEIGHBOUR_KINDS = ("neighbour_subject", "neighbour_answer", "keep")  # close to the fact: retention's first measure
 GENERAL_KINDS = ("general",)
 NOT_A_PARAPHRASE = 0.8  # a neighbour this similar (cosine) to the forgotten question is really the same question

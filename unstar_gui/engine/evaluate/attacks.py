@@ -49,14 +49,14 @@ class AttackContext:
     cancel: Any = None
 
 
-AttackResult = dict[str, Any]
-Attack = Callable[[AttackContext], Generator[Event, None, list[AttackResult]]]
+AttackRow = dict[str, Any]  # one attack result as report.json stores it (records.AttackResult reads it back)
+Attack = Callable[[AttackContext], Generator[Event, None, list[AttackRow]]]
 
 
 def result_row(attack: str, variant: str, title: str, questions: Sequence[str], prompts: Sequence[str],
                answers: Sequence[str], leaks: Sequence[bool], leaks_before: Sequence[bool], wall_s: float,
-               base_leaks: Sequence[bool] | None = None, **extra: Any) -> AttackResult:
-    row: AttackResult = {"attack": attack, "variant": variant, "title": title,
+               base_leaks: Sequence[bool] | None = None, **extra: Any) -> AttackRow:
+    row: AttackRow = {"attack": attack, "variant": variant, "title": title,
                          **metrics.recovery([True] * len(leaks), leaks_before, leaks), "wall_s": round(wall_s, 2)}
     row["base_leak_rate"] = metrics.share(sum(base_leaks), len(base_leaks)) if base_leaks is not None else None
     row["examples"] = [{"question": q, "prompt": p, "answer": a, "leak": bool(lk)}
@@ -138,7 +138,7 @@ def requantized(llm: Any, bits: int, group_size: int) -> Iterator[int]:
             model.update_modules(tree_unflatten(swapped))
 
 
-def quantization_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackResult]]:
+def quantization_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackRow]]:
     results = []
     prompts = [ctx.llm.chat_tokens(q) for q in ctx.questions]
     for bits, group in ctx.settings.quant_variants:
@@ -234,7 +234,7 @@ def relearn_sets(data: JobData, reference_text: str = "") -> dict[str, list[tupl
 
 
 def relearning_attack(ctx: AttackContext, finetune: FinetuneFn = lora_finetune,
-                      reference_text: str = "") -> Generator[Event, None, list[AttackResult]]:
+                      reference_text: str = "") -> Generator[Event, None, list[AttackRow]]:
     if ctx.llm.lora is None:
         return []
     s = ctx.settings
@@ -404,7 +404,7 @@ def run_probes(ctx: AttackContext, probes: Sequence[FormatProbe], stage: str) ->
 
 
 def rows_from_probes(ctx: AttackContext, attack: str, probes: Sequence[FormatProbe], answers: dict,
-                     wall_s: float) -> list[AttackResult]:
+                     wall_s: float) -> list[AttackRow]:
     results = []
     variants = list(dict.fromkeys(p.variant for p in probes))
     for variant in variants:
@@ -421,7 +421,7 @@ def rows_from_probes(ctx: AttackContext, attack: str, probes: Sequence[FormatPro
     return results
 
 
-def format_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackResult]]:
+def format_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackRow]]:
     t0 = time.monotonic()
     translations = yield from translate_questions(ctx)
     probes = format_probes(ctx, translations)
@@ -480,7 +480,7 @@ def describe_subject(ctx: AttackContext, subject: str) -> Generator[Event, None,
     return "", {"by": "none", "subject": subject, "rejected": rejected}
 
 
-def multihop_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackResult]]:
+def multihop_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackRow]]:
     t0 = time.monotonic()
     subject = find_subject(ctx.data.question, ctx.data.answer)
     if not subject:
@@ -508,7 +508,7 @@ def multihop_attack(ctx: AttackContext) -> Generator[Event, None, list[AttackRes
     return rows
 
 
-def skipped(attack: str, variant: str, title: str, reason: str, **extra: Any) -> AttackResult:
+def skipped(attack: str, variant: str, title: str, reason: str, **extra: Any) -> AttackRow:
     return {"attack": attack, "variant": variant, "title": title, "recovery": None, "leak_rate": None,
             "recovered": 0, "leaking": 0, "known": 0, "wall_s": 0.0, "base_leak_rate": None, "examples": [],
             "skipped": reason, **extra}
@@ -545,7 +545,7 @@ def parse_attacks(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(k for k in ALL if k in keys)
 
 
-def run_attack(key: str, ctx: AttackContext) -> Generator[Event, None, list[AttackResult]]:
+def run_attack(key: str, ctx: AttackContext) -> Generator[Event, None, list[AttackRow]]:
     title, fn = ATTACKS[key]
     yield StageStarted(stage=f"attack:{key}", message=title)
     t0 = time.monotonic()

@@ -147,13 +147,10 @@ def _antisample_summary(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_evaluation(data: JobData, evaluation: dict[str, Any]) -> None:
-    """Merge into report.json (re-read just before writing: the pipeline owns every other key) and render HTML."""
-    report = data.job.read_report() or {}
-    report.setdefault("fact", {"question": data.question, "answer": data.answer, "aliases": data.aliases})
-    report.setdefault("model", data.info.get("model", {}))
-    report.setdefault("method", data.info.get("method", ""))
-    report["evaluation"] = evaluation
-    data.job.write_report(report)
+    """Record it in report.json (the job's verb: the pipeline owns every other key) and render HTML."""
+    report = data.job.record_evaluation(
+        evaluation, fact={"question": data.question, "answer": data.answer, "aliases": data.aliases},
+        model=data.info.get("model", {}), method=data.info.get("method", ""))
     atomic_write_text(data.job.file("report.html"), render_html(report))
 
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Callable
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QVBoxLayout
 
-from ....engine.jobs import discard_samples
 from ...dialogs import show_error
 from ...errors import ErrorInfo
 from ...workers import TaskHandle
@@ -166,9 +165,8 @@ class FactStep(Step):
             job = None
         if job is not None:
             if job.read().get("fact") != self.state.fact:
-                discard_samples(job)
-                job.update(fact=self.state.fact, keep=[], ui_keep_reviewed=False)
-            job.update(force=self.force.isChecked())
+                job.set_fact(self.state.fact)
+            job.set_force(self.force.isChecked())
             proceed(True)
             return
         state, force = self.state, self.force.isChecked()

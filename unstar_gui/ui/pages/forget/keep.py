@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtWidgets import QPushButton
 
-from ....engine.jobs import discard_samples
 from ...dialogs import show_error
 from ...tables import Column, RowsTable
 from .step import Step
@@ -97,12 +96,12 @@ class KeepStep(Step):
 
     def save_draft(self) -> None:
         if self.state.job is not None and self.task is None:
-            self.state.job.update(keep=self.keep_pairs(), ui_keep_reviewed=True)
+            self.state.job.set_keep(self.keep_pairs(), reviewed=True)
 
     def leave(self, proceed: Callable[[bool], None]) -> None:
         job = self.state.job
         if job.read().get("keep") != self.keep_pairs():
-            discard_samples(job)  # the retain set is built from the keep list
+            job.discard_samples()  # the retain set is built from the keep list
         self.save_draft()
         proceed(True)
 

@@ -95,5 +95,5 @@ class ModelStep(Step):
                 # A trained job, or another model: the old job stays as it is; the next step starts a new one.
                 self.wizard.detach_job()
             else:
-                job.update(settings={**job.read().get("settings", {}), **self.state.settings})
+                job.merge_settings(self.state.settings)
         proceed(True)

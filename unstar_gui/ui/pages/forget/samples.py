@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtWidgets import QPushButton
 
 from ....engine.events import Progress, SamplesReady, StageStarted
-from ....engine.jobs import discard_samples
 from ...dialogs import confirm, show_error
 from ...tables import Column, RowsTable
 from .progress import JobProgress, job_plan
@@ -118,7 +117,7 @@ class AntiSamplesStep(Step):
         if self.table.rowCount() and not confirm(self, "Regenerate anti-samples",
                                                  "Replace all anti-samples (and your edits) with new ones?"):
             return
-        discard_samples(self.state.job)
+        self.state.job.discard_samples()
         self.generate()
 
     def generate(self) -> None:

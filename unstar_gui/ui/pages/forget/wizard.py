@@ -119,7 +119,7 @@ class ForgetWizard(QWidget):
             crumb.style().unpolish(crumb)
             crumb.style().polish(crumb)
         if self.state.job is not None:
-            self.state.job.update(ui_step=step.key)
+            self.state.job.set_ui_step(step.key)
         step.enter()
         self._update_nav()
 
