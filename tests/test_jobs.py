@@ -245,3 +245,28 @@ def test_only_jobs_py_writes_a_job_folder():
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                  if primitive.search(line) or by_hand.search(line)]
     assert not offenders, "\n".join(offenders)
+
+
+def test_an_old_job_folder_resumes_and_exports(old_job, tiny_model, tmp_path):
+    """The old folder, as a job killed after its samples were written (before any training), resumes with today's
+    code and its adapter exports in mlx-lm's layout: the issue's "opens, resumes and exports"."""
+    from unstar_gui.engine.events import Finished, TrainStep
+    from unstar_gui.engine.export import export_adapters
+    from unstar_gui.engine.pipeline import resume_forget
+
+    data = json.loads((old_job.dir / "job.json").read_text())
+    assert data["model"]["id"] == tiny_model.id  # the registry vouches for the base model by its id
+    data.update(status="interrupted", stage="training", round=0, step=0, rounds=[], process=None)
+    (old_job.dir / "job.json").write_text(json.dumps(data))
+    (old_job.dir / "report.json").unlink()
+    events = list(resume_forget(old_job.dir))
+    steps = data["settings"]["steps_per_round"]
+    assert [ev.step for ev in events if isinstance(ev, TrainStep)][:steps] == list(range(1, steps + 1))
+    assert isinstance(events[-1], Finished)
+    job = open_job(old_job.dir)
+    assert job.status == "done" and job.has_adapters and job.report().rounds
+    out = tmp_path / "adapter"
+    exported = list(export_adapters(old_job.dir, out))
+    assert isinstance(exported[-1], Finished)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["lora_parameters"]["rank"] == data["settings"]["rank"] and (out / "adapters.safetensors").exists()
