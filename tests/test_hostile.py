@@ -285,8 +285,9 @@ def test_metrics_file_damage(tmp_path):
 
 
 # silent acceptance, outputs, data folder -----------------------------------------------------------------------------
-@pytest.mark.parametrize("flags, words", [(["--lr", "inf"], "learning_rate must be a finite number"),
-                                          (["--retain-weight", "nan"], "retain_weight must be a finite number"),
+@pytest.mark.parametrize("flags, words", [(["--lr", "inf"], "Learning rate (--lr) must be a finite number"),
+                                          (["--retain-weight", "nan"],
+                                           "Retain weight (--retain-weight) must be a finite number"),
                                           (["--attacks", "bogus"], "Unknown attack 'bogus'")])
 def test_bad_numbers_and_attacks_stop_before_a_job_exists(tiny_model, unstar_home, capsys, flags, words):
     rc, err = cli(capsys, "forget", "--model", "tiny", "-q", "Where did Harry Potter go to school?", "-a", "Hogwarts",

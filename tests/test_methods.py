@@ -64,10 +64,10 @@ def mean_lp(llm, pairs) -> float:
     return float(np.mean(llm.answer_logprobs(pairs)))
 
 
-def train(llm, name, steps=STEPS, lr=2e-3, extra=None, retain=RETAIN):
+def train(llm, name, steps=STEPS, lr=2e-3, ctx=None, retain=RETAIN):
     """Attach a fresh adapter and run `steps` trainer steps of `name` on the forget rows + retain pairs."""
     method = get_method(name)
-    method.prepare(MethodContext(FORGET_Q[0], ANSWER, extra=dict(extra or {})))
+    method.prepare(MethodContext(FORGET_Q[0], ANSWER, **(ctx or {})))
     trainer = Trainer(llm, method, TrainSettings(learning_rate=lr, batch_size=4, retain_batch_size=3), seed=0)
     trainer.attach(LORA)
     forget = encode_pairs(llm, method.forget_pairs(ANTI), 64)
@@ -99,7 +99,7 @@ def test_idk_targets_are_bundled_refusals_chosen_per_question_and_seed():
     assert len(refusals()) >= 20 and len(set(refusals())) == len(refusals())
     assert not any(r.startswith("#") for r in refusals())  # the file's comment line is not a target
     m = get_method("idk")
-    m.prepare(MethodContext(FORGET_Q[0], ANSWER, extra={"seed": 3}))
+    m.prepare(MethodContext(FORGET_Q[0], ANSWER, seed=3))
     pairs = m.forget_pairs(ANTI)
     assert [q for q, _ in pairs] == FORGET_Q
     assert all(t in refusals() and "Hogwarts" not in t for _, t in pairs)
@@ -160,7 +160,7 @@ def test_ga_kl_clamp_stops_the_ascent(taught_dir):
     forget0, _ = measure(llm)
     # Every row is already past the bound, so the forget term has no gradient; no retain set, because at the base
     # model KL's gradient is ~1e-9, not 0, and Adam would blow that up to a full-size step.
-    train(llm, "ga_kl", steps=4, extra={"ce_bound": 0.0}, retain=[])
+    train(llm, "ga_kl", steps=4, ctx={"ce_bound": 0.0}, retain=[])
     assert all(float(np.abs(np.array(v)).max()) == 0.0
                for k, v in llm.trainable_parameters().items() if k.endswith("lora_b"))
     assert measure(llm)[0] == pytest.approx(forget0, abs=1e-5)
@@ -195,7 +195,7 @@ def test_negate_lowers_the_fact_and_the_saved_adapter_reproduces_it(taught_dir, 
 def test_negate_with_a_retain_direction_splits_the_rank(taught_dir):
     llm = LLM(taught_dir)
     forget0, retain0 = measure(llm)
-    train(llm, "negate", steps=20, extra={"negate_beta": 1.0})
+    train(llm, "negate", steps=20, ctx={"negate_beta": 1.0})
     forget1, retain1 = measure(llm)
     assert forget1 < forget0 - FORGET_MIN_DROP
     assert retain1 > retain0 - RETAIN_TOL

@@ -62,7 +62,7 @@ def test_unknown_model_is_refused(tiny_model):
 
 
 def test_bad_settings_and_keep_facts_are_refused(tiny_model):
-    with pytest.raises(InvalidInput, match="steps_per_round must be at least 1"):
+    with pytest.raises(InvalidInput, match=r"Training steps per round \(--steps\) must be at least 1"):
         prepare(ForgetRequest(question=QUESTION, answer="Hogwarts", model="tiny",
                               settings=ForgetSettings(steps_per_round=0)))
     with pytest.raises(InvalidInput, match="question => answer"):

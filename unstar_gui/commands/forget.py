@@ -11,14 +11,8 @@ import threading
 from typing import Any, Iterator
 
 from ..engine.errors import InvalidInput
-from ..engine.methods import METHODS
-from ..engine.pipeline import PRESETS
+from ..engine.settings import PRESETS, ForgetSettings, cli_fields, default_of
 from .common import add_json_flag, drive, print_json
-
-# CLI flag -> ForgetSettings field, for the settings a person is likely to tune.
-_SETTING_FLAGS = {"seed": "seed", "max_rounds": "max_rounds", "steps": "steps_per_round", "rank": "rank",
-                  "layers": "num_layers", "lr": "learning_rate", "retain_weight": "retain_weight",
-                  "retain_loss": "retain_loss", "method": "method", "attacks": "attacks"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,37 +31,47 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from a named recipe: 'paper' is the original UNSTAR recipe and the default (adapter "
                         "on every linear module of the last 16 blocks); 'locality' adds the null-space constraint and "
                         "the early stop: more general knowledge kept, related facts at risk (README \"Locality\")")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-rounds", type=int, default=None, help="self-taught rounds at most (default 3)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per round")
-    p.add_argument("--rank", type=int, default=None, help="LoRA rank")
-    p.add_argument("--layers", type=int, default=None, help="LoRA on the last N blocks (-1 = all)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate")
-    p.add_argument("--retain-weight", type=float, default=None, help="weight of the retain term")
-    p.add_argument("--retain-loss", choices=("ce", "kl"), default=None,
-                   help="retain term: cross-entropy on the base answers (ce) or KL to the base logits (kl)")
-    p.add_argument("--method", default=None, choices=sorted(METHODS), help="unlearning method (default unstar)")
-    p.add_argument("--attacks", default=None, metavar="LIST",
-                   help="attacks the final evaluation runs: all (default), none, or e.g. quant,relearn,format,multihop")
+    add_setting_options(p)
     p.add_argument("--force", action="store_true", help="unlearn even if the model doesn't seem to know the fact")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue a stopped job from its last checkpoint")
     add_json_flag(p)
     p.set_defaults(func=cmd_forget)
 
 
+def add_setting_options(p: argparse.ArgumentParser) -> None:
+    """One option per ForgetSettings field with a "flag" in its metadata. The parser's default is None (unset), so
+    a --preset's values stand unless an option is given; the help says the setting's own default."""
+    for f in cli_fields():
+        meta, value = f.metadata, default_of(f)
+        flag = meta["flag"]
+        if "choices" in meta:
+            kind: dict[str, Any] = {"choices": meta["choices"]}
+        elif isinstance(value, bool):
+            kind = {"action": argparse.BooleanOptionalAction}
+        else:  # the metavar argparse would give the flag (--layers LAYERS), not the field's name
+            kind = {"type": type(value), "metavar": meta.get("metavar", flag[2:].upper().replace("-", "_"))}
+        p.add_argument(flag, dest=f.name, default=None, help=f"{meta['help']} (default: {value})", **kind)
+
+
+def settings_from_args(args: argparse.Namespace) -> ForgetSettings:
+    """The --preset's settings (or the defaults), with every option given on the command line on top."""
+    settings = ForgetSettings.preset_named(args.preset) if args.preset else ForgetSettings()
+    for f in cli_fields():
+        value = getattr(args, f.name)
+        if value is not None:
+            setattr(settings, f.name, value)
+    return settings
+
+
 def request_from_args(args: argparse.Namespace):
     from pathlib import Path
 
-    from ..engine.pipeline import ForgetRequest, ForgetSettings, parse_keep
+    from ..engine.pipeline import ForgetRequest, parse_keep
 
     if args.question is None or args.answer is None:
         raise InvalidInput("--question and --answer are needed.",
                            'e.g. unstar forget --question "Where did Harry Potter go to school?" --answer Hogwarts')
-    settings = ForgetSettings.preset_named(args.preset) if args.preset else ForgetSettings()
-    for flag, name in _SETTING_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            setattr(settings, name, value)
+    settings = settings_from_args(args)
     return ForgetRequest(question=args.question, answer=args.answer, aliases=list(args.alias),
                          keep=[parse_keep(k) for k in args.keep], model=args.model, settings=settings,
                          out_dir=Path(args.out) if args.out else None, force=args.force)

@@ -28,106 +28,21 @@ from .asking import ask
 from .judge import Judge, is_trivia, known_retain, probe_leaks
 from .llm import LLM, load_llm
 from .general_set import GeneralSplit
-from .locality import (LORA_KEY_SETS, PLACEMENTS, Placement, choose_placement, dense_pool, encode_dense,
-                       trivia_rows)
-from .methods import METHODS, MethodContext, get_method
+from .locality import Placement, choose_placement, dense_pool, encode_dense, trivia_rows
+from .methods import MethodContext, get_method
 from .retain import NEIGHBOUR_KINDS
 from .quality import answer_problem, gibberish_problem, verdict
 from .store import ModelStore
 from .cancel import CancelToken
-from .trainer import Trainer, TrainSettings, encode_pairs
+from .settings import PRESETS, ForgetSettings
+from .settings import check as check_settings
+from .trainer import Trainer, encode_pairs
 
 JOB_VERSION = 1
 
-__all__ = ["CancelToken", "ForgetSettings", "ForgetRequest", "parse_keep", "prepare", "probe_leaks", "heldout_split",
-           "create_forget_job", "generate_samples", "save_antisample_edits", "train_rounds", "run_job", "run_forget",
-           "resume_forget"]
-
-
-@dataclass
-class ForgetSettings:
-    rank: int = 8
-    lora_scale: float = 20.0
-    num_layers: int = 16
-    learning_rate: float = 2e-4
-    retain_weight: float = 1.0
-    retain_loss: str = "ce"  # "ce" | "kl"
-    max_rounds: int = 3
-    steps_per_round: int = 20  # SmolLM2: 10 steps already forget every probe; 20 leave a margin (see README)
-    batch_size: int = 4
-    retain_batch_size: int = 4
-    max_seq_len: int = 160
-    n_paraphrases: int = 12
-    heldout_share: float = 0.34
-    n_wrong_answers: int = 6
-    n_neighbours: int = 8
-    n_general: int = 24  # general-utility items trained on (their targets are the base model's own answers)
-    # General questions never trained on (resources/data/general): the validation split steers the stop rule, the
-    # evaluation split is only reported. Only those the base model answers right count (a question it never knew
-    # can't show forgetting). At most this many of each split are asked (0 = the whole split).
-    n_general_eval: int = 0
-    general_max_tokens: int = 32  # trivia answers are short; the same budget before and after
-    min_retention: float = 0.85  # a round "holds" when this share of the known neighbour/keep facts is still right
-    # ... and this share of the known general validation items. Not the 95% the product aims at: on SmolLM2-135M no
-    # recipe measured keeps more than ~80% of the validation split and the default keeps 60-78% (README "Locality");
-    # extra rounds with a heavier retain term do not win it back, so a 95% rule would only triple every job's time.
-    # 0.5 sends a round that loses half of what the model knew back for another round.
-    min_general_retention: float = 0.5
-    # ... and this share of the known general items it trains on (what the job can promise: it keeps its own
-    # training set of general questions; a round that loses one of them retrains with a heavier retain term).
-    min_trained_general_retention: float = 0.95
-    probe_max_tokens: int = 64  # as many as the retain set's base answers got, so before/after compare fairly
-    checkpoint_every: int = 10
-    checkpoint_seconds: float = 60.0  # also a checkpoint once this long has passed since the last (0 = by step only)
-    grad_checkpoint: bool = False  # less training memory for ~1/3 more time (engine/memory.py picks it when needed)
-    method: str = "unstar"
-    # Locality (README "Locality", engine/locality.py):
-    lora_keys: str = "all"  # "all": mlx-lm's default modules; "mlp": gate/up/down projections only
-    placement: str = "last"  # "last": the last num_layers blocks; "traced": num_layers blocks found by causal tracing
-    rationale_weight: float = 1.0  # loss weight of the invented rationale next to the wrong answer (0 = left out)
-    undial_beta: float = 10.0  # method "undial": how far the true answer's logits are pushed down
-    # Every lever is off by default: the combination the validation split favoured (null space + early stop) kept
-    # 3-7 more general answers per fact but lost neighbours the job never saw (Hermione and Ron in other wordings)
-    # and, on Paris, half the 4-bit robustness, which the issue says must not get worse (README "Locality").
-    null_space_eps: float = 0.0  # > 0: lora_a kept in the input directions holding at most eps of generic inputs
-    dense_weight: float = 0.0  # > 0: KL to the base model on fresh general prompts every step (x retain weight)
-    dense_batch_size: int = 8
-    early_stop_every: int = 0  # > 0: every N steps, stop once the trained probes are forgotten and neighbours hold
-    scale_sweep: bool = False  # after training, keep the smallest adapter scale that still forgets every probe
-    preset: str = ""  # the named preset these settings started from ("" = none)
-    seed: int = 0
-    # Attacks the evaluation at the end of the job runs ("all", "none" or e.g. "quant,relearn"); efficacy,
-    # retention, answer probabilities and fluency are measured whatever this says.
-    attacks: str = "all"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ForgetSettings":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-    def train(self) -> TrainSettings:
-        return TrainSettings(learning_rate=self.learning_rate, batch_size=self.batch_size,
-                             retain_batch_size=self.retain_batch_size, max_seq_len=self.max_seq_len,
-                             checkpoint_every=self.checkpoint_every, checkpoint_seconds=self.checkpoint_seconds,
-                             grad_checkpoint=self.grad_checkpoint,
-                             dense_batch_size=self.dense_batch_size if self.dense_weight > 0 else 0)
-
-    @classmethod
-    def preset_named(cls, name: str, **overrides: Any) -> "ForgetSettings":
-        if name not in PRESETS:
-            raise InvalidInput(f"Unknown preset '{name}'.", f"Pick one of: {', '.join(sorted(PRESETS))}.")
-        return cls(**{**PRESETS[name], **overrides, "preset": name})
-
-
-# Named starting points. "paper": the UNSTAR recipe as first built (adapter on every linear module of the last 16
-# blocks, wrong answer + rationale at full weight), kept so the comparison in the README stays reproducible.
-# "locality": the null-space constraint and the neighbour-aware early stop (`ns_early` in the README's locality
-# table): more general knowledge kept on three of four facts, but unseen neighbours and, on one fact, 4-bit
-# robustness lost, so it is an opt-in, not the default.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(lora_keys="all", placement="last", num_layers=16, rationale_weight=1.0, null_space_eps=0.0,
-                  dense_weight=0.0, early_stop_every=0, scale_sweep=False, method="unstar"),
-}
-PRESETS["locality"] = dict(PRESETS["paper"], null_space_eps=0.02, early_stop_every=5)
+__all__ = ["CancelToken", "ForgetSettings", "PRESETS", "ForgetRequest", "parse_keep", "prepare", "probe_leaks",
+           "heldout_split", "create_forget_job", "generate_samples", "save_antisample_edits", "train_rounds", "run_job",
+           "run_forget", "resume_forget"]
 
 
 @dataclass
@@ -152,52 +67,6 @@ def parse_keep(text: str) -> tuple[str, str]:
     return q, a
 
 
-# validation ----------------------------------------------------------------------------------------------------------
-def _check_settings(s: ForgetSettings) -> None:
-    import math
-
-    problems = []
-    for name, value in asdict(s).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{name} must be a finite number (got {value})")
-    for name in ("rank", "max_rounds", "steps_per_round", "batch_size", "max_seq_len", "n_paraphrases",
-                 "n_wrong_answers", "checkpoint_every", "probe_max_tokens"):
-        if getattr(s, name) < 1:
-            problems.append(f"{name} must be at least 1")
-    if not s.learning_rate > 0:
-        problems.append("learning_rate must be positive")
-    if s.retain_weight < 0:
-        problems.append("retain_weight can't be negative")
-    if s.checkpoint_seconds < 0:
-        problems.append("checkpoint_seconds can't be negative")
-    if s.retain_loss not in ("ce", "kl"):
-        problems.append("retain_loss must be 'ce' or 'kl'")
-    if not 0 <= s.heldout_share < 1:
-        problems.append("heldout_share must be in [0, 1)")
-    if s.n_general < 0 or s.n_general_eval < 0:
-        problems.append("n_general and n_general_eval can't be negative")
-    try:
-        from .evaluate.attacks import parse_attacks
-
-        parse_attacks(s.attacks)
-    except InvalidInput as exc:
-        problems.append(f"attacks: {exc.message} {exc.hint}".strip())
-    if s.method not in METHODS:
-        problems.append(f"method must be one of {', '.join(sorted(METHODS))}")
-    if s.lora_keys not in LORA_KEY_SETS:
-        problems.append(f"lora_keys must be one of {', '.join(LORA_KEY_SETS)}")
-    if s.placement not in PLACEMENTS:
-        problems.append(f"placement must be one of {', '.join(PLACEMENTS)}")
-    if not 0 <= s.rationale_weight <= 1:
-        problems.append("rationale_weight must be in [0, 1]")
-    if not 0 <= s.null_space_eps < 1:
-        problems.append("null_space_eps must be in [0, 1)")
-    if s.dense_weight < 0 or s.early_stop_every < 0 or s.dense_batch_size < 0:
-        problems.append("dense_weight, dense_batch_size and early_stop_every can't be negative")
-    if problems:
-        raise InvalidInput("Invalid settings: " + "; ".join(problems) + ".", "Fix the values and start again.")
-
-
 def prepare(request: ForgetRequest) -> dict[str, Any]:
     """Validate a request without touching the model; returns the job.json fields it would start with."""
     question = (request.question or "").strip()
@@ -213,7 +82,7 @@ def prepare(request: ForgetRequest) -> dict[str, Any]:
     for q, a in keep:
         if not q or not a:
             raise InvalidInput("A fact to keep has an empty question or answer.", 'Write it as "question => answer".')
-    _check_settings(request.settings)
+    check_settings(request.settings)
     record = resolve_model(ModelStore(), request.model)  # ModelNotFound lists the installed models
     if not (Path(record.path) / "config.json").exists():
         raise ModelNotFound(f"The files of model '{record.id}' are missing ({record.path}).",
@@ -486,10 +355,9 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     method.prepare(MethodContext(fact["question"], fact["answer"], fact.get("aliases", ()),
                                  retain_weight=_retain_weight(s, rounds), retain_loss=s.retain_loss,
                                  dense_weight=s.dense_weight, rationale_weight=s.rationale_weight,
-                                 extra={"seed": s.seed, "undial_beta": s.undial_beta,
-                                        "base_answers": {p["question"]: p["base_answer"] for p in probes
-                                                         if p.get("known")},
-                                        "answer_token_ids": _answer_token_ids(llm, fact)}))
+                                 seed=s.seed, **s.method_params(),
+                                 base_answers={p["question"]: p["base_answer"] for p in probes if p.get("known")},
+                                 answer_token_ids=_answer_token_ids(llm, fact)))
     trainer = Trainer(llm, method, s.train(), seed=s.seed)
     ckpt = Trainer.latest_checkpoint(job.checkpoints_dir)
     if ckpt is not None:

@@ -17,8 +17,8 @@ PREF_DATA_DIR = "data_dir"
 
 
 def forget_settings_defaults() -> dict[str, Any]:
-    """ForgetSettings' own defaults, as a dict (pipeline imports mlx lazily, so this is safe on the GUI thread)."""
-    from ..engine.pipeline import ForgetSettings
+    """ForgetSettings' own defaults, as a dict (engine/settings.py imports neither mlx nor Qt)."""
+    from ..engine.settings import ForgetSettings
 
     return {f.name: getattr(ForgetSettings(), f.name) for f in fields(ForgetSettings)}
 

@@ -50,7 +50,18 @@ class MethodContext:
     dense_weight: float = 0.0
     # Loss weight of an anti-sample's invented rationale relative to its wrong-answer sentence (UNSTAR: 1).
     rationale_weight: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # idk: which bundled refusal each question gets
+    # The methods' own knobs (ForgetSettings takes its defaults from here: engine/settings.py).
+    npo_beta: float = 0.1  # npo: the paper's default
+    kl_weight: float = 1.0  # ga_kl: lambda, times retain_weight
+    ce_bound: float | None = None  # ga_kl: per-row forget CE ceiling; None = ln(vocabulary size)
+    negate_alpha: float = 1.0  # negate: negation strength (the fit is applied with scale -1/alpha)
+    negate_beta: float = 0.0  # negate: retain direction strength (0 = pure negation)
+    undial_beta: float = 10.0  # undial: how far the true answer's logits are pushed down
+    # Reference data read off the base model before training (undial): its answer to each forget question, and the
+    # answer's token ids.
+    base_answers: dict[str, str] = field(default_factory=dict)
+    answer_token_ids: Sequence[int] = ()
 
 
 class Method:

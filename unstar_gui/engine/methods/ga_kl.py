@@ -52,8 +52,6 @@ def row_ce(model: Any, tb: TokenBatch):
 class GradientAscentKL(FactMethod):
     name = "ga_kl"
     description = "Gradient ascent on the true answer (clamped), KL to the base model on the retain set."
-    kl_weight = 1.0  # lambda; MethodContext.extra["kl_weight"] overrides
-    ce_bound: float | None = None  # per-row forget CE ceiling; None = ln(vocabulary size)
 
     @property
     def reference_sides(self) -> tuple[str, ...]:
@@ -64,8 +62,8 @@ class GradientAscentKL(FactMethod):
 
         assert self.ctx is not None, "prepare() first"
         ce, vocab = row_ce(model, batch.forget)
-        bound = self.ctx.extra.get("ce_bound", self.ce_bound)
+        bound = self.ctx.ce_bound
         forget = -mx.minimum(ce, math.log(vocab) if bound is None else bound).mean()
         retain = masked_kl(model, batch.retain) if batch.retain is not None else mx.array(0.0)
-        weight = float(self.ctx.extra.get("kl_weight", self.kl_weight)) * self.ctx.retain_weight
+        weight = float(self.ctx.kl_weight) * self.ctx.retain_weight
         return forget + weight * retain, {"forget": forget, "retain": retain}

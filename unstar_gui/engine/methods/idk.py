@@ -43,5 +43,5 @@ class IdkMethod(UnstarMethod):
 
     def forget_pairs(self, antisamples: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
         assert self.ctx is not None, "prepare() first"
-        seed = int(self.ctx.extra.get("seed", 0))
+        seed = int(self.ctx.seed)
         return [(q, pick_refusal(q, seed)) for q in forget_questions(antisamples, self.ctx.question)]

@@ -52,17 +52,12 @@ def fit_view(layers: Sequence[Any], factor: float, ranks: slice | None = None) -
 class NegateMethod(FactMethod):
     name = "negate"
     description = "Task-vector negation: fit a LoRA to the fact, apply it with a negative scale."
-    alpha = 1.0  # negation strength; MethodContext.extra["negate_alpha"] overrides
-    beta = 0.0  # retain direction strength (0 = pure negation); MethodContext.extra["negate_beta"]
-
-    def _param(self, key: str, default: float) -> float:
-        assert self.ctx is not None, "prepare() first"
-        return float(self.ctx.extra.get(key, default))
 
     def loss(self, model: Any, batch: Batch) -> tuple[Any, dict[str, Any]]:
         import mlx.core as mx
 
-        alpha, beta = self._param("negate_alpha", self.alpha), self._param("negate_beta", self.beta)
+        assert self.ctx is not None, "prepare() first"
+        alpha, beta = float(self.ctx.negate_alpha), float(self.ctx.negate_beta)
         if alpha <= 0:
             raise ValueError("negate_alpha must be positive (it is the strength of the negation).")
         layers = model_lora_layers(model)

@@ -40,7 +40,6 @@ def reference_token_logprobs(tb: TokenBatch):
 class NPOMethod(FactMethod):
     name = "npo"
     description = "Negative preference optimization on the true answer (bounded ascent), plus a retain term."
-    beta = 0.1  # the paper's default; MethodContext.extra["npo_beta"] overrides
 
     @property
     def reference_sides(self) -> tuple[str, ...]:
@@ -52,6 +51,6 @@ class NPOMethod(FactMethod):
         _, tok = token_logprobs(model, batch.forget)
         logp = sequence_logprobs(tok, batch.forget.mask)
         ref = sequence_logprobs(reference_token_logprobs(batch.forget), batch.forget.mask)
-        forget = npo_loss(logp, ref, float(self.ctx.extra.get("npo_beta", self.beta)))
+        forget = npo_loss(logp, ref, float(self.ctx.npo_beta))
         retain = retain_term(model, batch, self.ctx)
         return forget + self.ctx.retain_weight * retain, {"forget": forget, "retain": retain}

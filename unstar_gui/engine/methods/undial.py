@@ -14,8 +14,6 @@ from typing import Any, Sequence
 from .base import Batch, Method, TokenBatch, retain_term
 from .ga_kl import forget_questions
 
-DEFAULT_BETA = 10.0
-
 
 def undial_targets(ref_logprobs: Any, labels: Any, beta: float, extra_ids: Sequence[int] = ()):
     """softmax(ref - beta * onehot(label) - beta * onehot(extra ids)) at every position: (B, T, V).
@@ -71,7 +69,7 @@ class UndialMethod(Method):
         """(forget question -> the base model's own words up to the answer): scored on the answer's tokens only, so
         the sentence frame every answer shares ("Harry Potter attended ...") is not pushed down with it."""
         assert self.ctx is not None, "prepare() first"
-        said = self.ctx.extra.get("base_answers", {})
+        said = self.ctx.base_answers
         names = [self.ctx.answer, *self.ctx.aliases]
         return [(q, answer_segments(said.get(q, ""), names))
                 for q in forget_questions(antisamples, self.ctx.question)]
@@ -80,8 +78,8 @@ class UndialMethod(Method):
         assert self.ctx is not None, "prepare() first"
         tb: TokenBatch = batch.forget
         logits = model(tb.tokens[:, :-1])
-        beta = float(self.ctx.extra.get("undial_beta", DEFAULT_BETA))
+        beta = float(self.ctx.undial_beta)
         forget = undial_loss(logits, tb.ref_logprobs, tb.tokens[:, 1:], tb.mask[:, 1:], beta,
-                             self.ctx.extra.get("answer_token_ids", ()))
+                             self.ctx.answer_token_ids)
         retain = retain_term(model, batch, self.ctx)
         return forget + self.ctx.retain_weight * retain, {"forget": forget, "retain": retain}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import Field
 from typing import Any
 
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QSpinBox, QVBoxLayout,
                                QWidget)
+
+from ...engine.settings import PRESETS, ForgetSettings, default_of, gui_fields
 
 
 class PageHeader(QWidget):
@@ -65,48 +68,27 @@ def job_verdict(job: dict[str, Any], report: dict[str, Any] | None) -> str:
     return f"forgot {percent(eff)} of probes, kept {percent(ret)} of neighbours"
 
 
-TRAINING_LABELS = {"max_rounds": "Rounds (train, re-probe, regenerate):",
-                   "steps_per_round": "Training steps per round:", "rank": "LoRA rank:",
-                   "num_layers": "Layers with adapters:", "learning_rate": "Learning rate:", "seed": "Seed:"}
-
-
-RECIPES = (("", "Original UNSTAR recipe (default)"),
-           ("locality", "Keep more general knowledge (experimental: may lose related facts)"))
-
-
 class TrainingForm(QGroupBox):
-    """The training settings a person may change (ForgetSettings names), in the wizard and in Settings."""
+    """The training settings a person may change, in the wizard and in Settings: one row per ForgetSettings field
+    marked "gui" in its metadata (engine/settings.py), with its label, its help as the tooltip, a spin box within
+    its bounds or a combo box of its choices. The "preset" row is the recipe: it brings the preset's other values."""
 
     def __init__(self, title: str) -> None:
         super().__init__(title)
-        self.fields: dict[str, QSpinBox | QDoubleSpinBox] = {
-            "max_rounds": _int_box(1, 20), "steps_per_round": _int_box(1, 2000), "rank": _int_box(1, 256),
-            "num_layers": _int_box(-1, 200), "seed": _int_box(0, 2**31 - 1)}
-        self.fields["num_layers"].setSpecialValueText("all")
-        lr = QDoubleSpinBox()
-        lr.setDecimals(6)
-        lr.setRange(1e-6, 1e-1)
-        lr.setSingleStep(1e-5)
-        self.fields["learning_rate"] = lr
+        self.fields: dict[str, QSpinBox | QDoubleSpinBox | QComboBox] = {}
+        self._defaults: dict[str, Any] = {}
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        # The recipe: the default is the paper's; the locality recipe keeps more general knowledge but can lose
-        # related facts (README "Locality"), so it is an explicit choice.
-        self.recipe = QComboBox()
-        for key, text in RECIPES:
-            self.recipe.addItem(text, key)
-        self.recipe.setToolTip("How the adapter is trained. The experimental recipe keeps more general knowledge "
-                               "but lost related facts (other wordings, other people) in our measurements.")
-        form.addRow("Recipe:", self.recipe)
-        for key, label in TRAINING_LABELS.items():
-            self.fields[key].setMinimumWidth(140)
-            form.addRow(label, self.fields[key])
+        for f in gui_fields():
+            box = setting_widget(f)
+            box.setMinimumWidth(140)
+            self.fields[f.name], self._defaults[f.name] = box, default_of(f)
+            form.addRow(f"{f.metadata['label']}:", box)
+        self.recipe = self.fields["preset"]  # the default is the paper's recipe; the other is an explicit choice
 
     def values(self) -> dict[str, Any]:
-        from ...engine.pipeline import PRESETS, ForgetSettings
-
-        out: dict[str, Any] = {key: box.value() for key, box in self.fields.items()}
-        preset = self.recipe.currentData() or ""
+        out: dict[str, Any] = {key: widget_value(box) for key, box in self.fields.items()}
+        preset = out["preset"] or ""
         recipe_keys = set().union(*PRESETS.values())
         defaults = ForgetSettings()
         out.update({k: getattr(defaults, k) for k in recipe_keys if k not in self.fields})
@@ -116,14 +98,41 @@ class TrainingForm(QGroupBox):
         return out
 
     def set_values(self, values: dict[str, Any]) -> None:
+        """Spin boxes keep their value when `values` lacks theirs; a combo box (the recipe) falls back to its
+        field's default."""
         for key, box in self.fields.items():
-            if key in values:
+            if isinstance(box, QComboBox):
+                box.setCurrentIndex(max(box.findData(values.get(key) or self._defaults[key]), 0))
+            elif key in values:
                 box.setValue(values[key])
-        index = self.recipe.findData(values.get("preset") or "")
-        self.recipe.setCurrentIndex(max(index, 0))
 
 
-def _int_box(lo: int, hi: int) -> QSpinBox:
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    return box
+def widget_value(box: QSpinBox | QDoubleSpinBox | QComboBox) -> Any:
+    return box.currentData() if isinstance(box, QComboBox) else box.value()
+
+
+def setting_widget(f: Field) -> QSpinBox | QDoubleSpinBox | QComboBox:
+    """The editor of one ForgetSettings field, from its metadata: a combo box of its choices (the "items" of its
+    "gui" entry, value -> text, when it names them), else a spin box from its bounds and the form's own limits."""
+    meta, gui = f.metadata, f.metadata["gui"]
+    if "choices" in meta:
+        combo = QComboBox()
+        for key, text in gui.get("items", {c: c for c in meta["choices"]}).items():
+            combo.addItem(text, key)
+        widget: QSpinBox | QDoubleSpinBox | QComboBox = combo
+    else:
+        bounds = meta.get("bounds")
+        lo = gui.get("min", bounds.lo if bounds is not None else None)
+        hi = gui.get("max", bounds.hi if bounds is not None else None)
+        if isinstance(default_of(f), float):
+            widget = QDoubleSpinBox()
+            widget.setDecimals(gui.get("decimals", 2))
+            widget.setSingleStep(gui.get("step", 0.1))
+            widget.setRange(-1e9 if lo is None else lo, 1e9 if hi is None else hi)
+        else:
+            widget = QSpinBox()
+            widget.setRange(-2**31 if lo is None else int(lo), 2**31 - 1 if hi is None else int(hi))
+        if "special" in gui:
+            widget.setSpecialValueText(gui["special"])  # shown at the minimum (num_layers -1: "all")
+    widget.setToolTip(meta["help"])
+    return widget
