@@ -9,7 +9,7 @@ import json
 import math
 import re
 import shlex
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
@@ -172,6 +172,23 @@ def readme_forget_commands() -> list[str]:
     text = README.read_text(encoding="utf-8").replace("\\\n", " ")
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     return [line for line in lines if line.startswith("unstar forget ")]
+
+
+def test_compare_offers_the_shared_settings_from_the_same_metadata():
+    from unstar_gui.cli import build_parser
+    from unstar_gui.commands.compare import SHARED_SETTINGS
+    from unstar_gui.commands.forget import settings_from_args
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    compare = sub.choices["compare"]
+    flags = {a.dest: a for a in compare._actions}
+    for name in SHARED_SETTINGS:
+        f = next(f for f in fields(ForgetSettings) if f.name == name)
+        assert f.metadata["flag"] in flags[name].option_strings and str(default_of(f)) in flags[name].help
+    args = compare.parse_args(["-q", "Q?", "-a", "A", "--steps", "3", "--seed", "2"])
+    settings = settings_from_args(args)
+    assert (settings.steps_per_round, settings.seed, settings.max_rounds) == (3, 2, ForgetSettings().max_rounds)
+    assert "rank" not in flags  # a comparison trains every method with the same defaults otherwise
 
 
 def test_the_readme_forget_commands_still_parse():

@@ -7,6 +7,10 @@ import sys
 
 from ..engine.methods import METHODS
 from .common import add_json_flag, drive
+from .forget import add_setting_options, settings_from_args
+
+# the settings a comparison shares between its methods (the same training budget and seed for each)
+SHARED_SETTINGS = ("steps_per_round", "max_rounds", "seed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,9 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="append", default=[], metavar='"Q => A"', help="a fact that must stay")
     p.add_argument("--out", default=None, help="folder for the comparison (default: a new one under the data "
                                                "folder's comparisons/)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per round, the same for every method")
-    p.add_argument("--max-rounds", type=int, default=None, help="rounds at most per method (default 3)")
-    p.add_argument("--seed", type=int, default=None)
+    add_setting_options(p, names=SHARED_SETTINGS)
     p.add_argument("--attacks", default="all",
                    help="attacks in the evaluation (quant and relearn fill the table; default all)")
     p.add_argument("--force", action="store_true", help="go on even if the model doesn't seem to know the fact")
@@ -39,13 +41,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..engine.compare import CompareSettings, compare_methods, comparison_markdown
     from ..engine.events import Finished
     from ..engine.fsutil import read_json
-    from ..engine.pipeline import ForgetSettings, parse_keep
+    from ..engine.pipeline import parse_keep
 
-    forget = ForgetSettings()
-    for flag, name in (("steps", "steps_per_round"), ("max_rounds", "max_rounds"), ("seed", "seed")):
-        if getattr(args, flag) is not None:
-            setattr(forget, name, getattr(args, flag))
-    settings = CompareSettings(forget=forget, attacks=args.attacks, force=args.force)
+    settings = CompareSettings(forget=settings_from_args(args), attacks=args.attacks, force=args.force)
     events = compare_methods(args.model, args.question, args.answer, args.methods.split(","), args.out,
                              aliases=args.alias, keep=[parse_keep(k) for k in args.keep], settings=settings)
     try:

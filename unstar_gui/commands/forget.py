@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..engine.errors import InvalidInput
 from ..engine.settings import PRESETS, ForgetSettings, cli_fields, default_of
@@ -38,10 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_forget)
 
 
-def add_setting_options(p: argparse.ArgumentParser) -> None:
-    """One option per ForgetSettings field with a "flag" in its metadata. The parser's default is None (unset), so
-    a --preset's values stand unless an option is given; the help says the setting's own default."""
+def add_setting_options(p: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """One option per ForgetSettings field with a "flag" in its metadata (only the fields in `names`, when given).
+    The parser's default is None (unset), so a --preset's values stand unless an option is given; the help says the
+    setting's own default."""
     for f in cli_fields():
+        if names is not None and f.name not in names:
+            continue
         meta, value = f.metadata, default_of(f)
         flag = meta["flag"]
         if "choices" in meta:
@@ -55,9 +58,10 @@ def add_setting_options(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ForgetSettings:
     """The --preset's settings (or the defaults), with every option given on the command line on top."""
-    settings = ForgetSettings.preset_named(args.preset) if args.preset else ForgetSettings()
+    preset = getattr(args, "preset", None)
+    settings = ForgetSettings.preset_named(preset) if preset else ForgetSettings()
     for f in cli_fields():
-        value = getattr(args, f.name)
+        value = getattr(args, f.name, None)  # a command that offers only some of the options
         if value is not None:
             setattr(settings, f.name, value)
     return settings

@@ -178,8 +178,7 @@ class FactStep(Step):
         def create(ctx):
             from ....engine.pipeline import ForgetRequest, ForgetSettings, create_forget_job
 
-            known = set(ForgetSettings.__dataclass_fields__)
-            settings = ForgetSettings(**{k: v for k, v in state.settings.items() if k in known})
+            settings = ForgetSettings.from_dict(state.settings)
             request = ForgetRequest(question=state.question, answer=state.answer, aliases=state.aliases,
                                     model=state.model_id, settings=settings, force=force)
             return create_forget_job(request)
