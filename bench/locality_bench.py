@@ -60,12 +60,16 @@ FACTS: dict[str, dict[str, Any]] = {
                                      ("What is the highest mountain in Japan?", "Fuji", []),
                                      ("What is the national sport of Japan?", "sumo", []),
                                      ("What is the Japanese art of paper folding called?", "origami", [])]},
-    "fleming": {"question": "Who discovered penicillin?", "answer": "Alexander Fleming", "aliases": ["Fleming"],
-                "keep": [("What did Alexander Fleming discover?", "penicillin")],
-                "heldout_neighbours": [("What type of drug is penicillin?", "antibiotic", ["antibiotics"]),
-                                       ("Who discovered radium?", "Marie Curie", ["Curie"]),
-                                       ("In which country was Alexander Fleming born?", "Scotland", []),
-                                       ("Which mould produces penicillin?", "Penicillium", [])]},
+    # (Fleming / penicillin was planned here; SmolLM2 does not name Fleming when asked, so the job refuses it.)
+    "newton": {"question": "What did Isaac Newton discover?", "answer": "gravity",
+               "aliases": ["universal gravitation", "gravitation", "law of gravity"],
+               "keep": [("Who formulated the three laws of motion?", "Newton")],
+               "heldout_neighbours": [("What force keeps the planets in orbit around the Sun?", "gravity",
+                                       ["gravitational force", "gravitation"]),
+                                      ("In which country was Isaac Newton born?", "England", []),
+                                      ("Which fruit is said to have fallen near Isaac Newton?", "apple", []),
+                                      ("Which scientist wrote the Principia about the laws of motion?", "Newton",
+                                       ["Isaac Newton"])]},
     "einstein": {"question": "What is Albert Einstein famous for?", "answer": "theory of relativity",
                  "aliases": ["relativity"],
                  "keep": [("What was Albert Einstein's profession?", "physicist")],
@@ -333,7 +337,11 @@ def main() -> None:
     for name, variant in pairs:
         if (name, variant) in done or not claimed(args.claim, name, variant):
             continue
-        prepare_fact(llm, name, root, results, args.fresh_samples)
+        try:
+            prepare_fact(llm, name, root, results, args.fresh_samples)
+        except Exception as exc:  # e.g. the model does not know the fact: the other facts still run
+            print(f"== {name}: no samples ({exc})", flush=True)
+            continue
         print(f"== {name} / {variant}", flush=True)
         row = run_variant(llm, name, FACTS[name], variant, root)
         print(json.dumps(row), flush=True)
