@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -284,6 +283,20 @@ def test_adapter_that_does_nothing_gives_efficacy_0_and_retention_1(zero_job, ti
     assert report["evaluation"]["efficacy"]["heldout"] == 0.0
     assert (zero_job / "report.html").exists()
     assert any(isinstance(e, StageStarted) and e.stage == "efficacy" for e in events)
+
+
+def test_rows_without_base_answers_are_asked_of_the_base_model(zero_job, tiny_llm, base_answers):
+    """Jobs written before base answers were recorded: the evaluation asks the base model (adapter off) once and
+    fills them in, for probes and retain rows alike, with exactly what the base model says."""
+    for name in ("probes.jsonl", "retain.jsonl"):
+        path = zero_job / name
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "base_answer"}) + "\n" for r in rows))
+    events, ev = run(evaluate_job(zero_job, llm=tiny_llm, attacks="none", settings=fast_settings()))
+    probe_answers, retain_answers = base_answers
+    assert [r["before"] for r in ev["answers"]["probes"]] == probe_answers
+    retain_before = {r["question"]: r["before"] for r in ev["answers"]["retain"]}
+    assert retain_before and all(retain_before[q] == a for q, a in zip(RETAIN_Q, retain_answers) if q in retain_before)
 
 
 def test_known_leak_count_gives_the_right_share(tmp_path, tiny_llm, base_answers):

@@ -20,18 +20,26 @@ from .probing import SPLIT_ORDER, JobData, check_cancel
 REFERENCE_TEXT = Path(__file__).resolve().parents[3] / "resources" / "data" / "reference_text.txt"
 
 
+def fill_base_answers(llm: Any, rows: list[dict[str, Any]], *, stage: str, check: Any, max_tokens: int,
+                      batch_size: int) -> Generator[Event, None, None]:
+    """Ask the base model (adapter off) the rows that have no `base_answer` yet (older jobs) and fill them in."""
+    missing = [i for i, r in enumerate(rows) if r.get("base_answer") is None]
+    if not missing:
+        return
+    with llm.base_model():
+        base = yield from ask(llm, [rows[i]["question"] for i in missing], stage=stage, check=check,
+                              max_tokens=max_tokens, batch_size=batch_size, message="base answers")
+    for i, a in zip(missing, base):
+        rows[i]["base_answer"] = a
+
+
 def probe_forgetting(llm: Any, data: JobData, judge: Any, *, cancel: Any, max_tokens: int,
                      batch_size: int) -> Generator[Event, None, list[dict[str, Any]]]:
     """Answer every probe with the adapter; fill missing base answers. One row per probe with known/leaks flags."""
     rows = [dict(p) for p in data.probes]
     check = partial(check_cancel, cancel)
-    missing = [i for i, r in enumerate(rows) if r.get("base_answer") is None]
-    if missing:
-        with llm.base_model():
-            base = yield from ask(llm, [rows[i]["question"] for i in missing], stage="efficacy", check=check,
-                                  max_tokens=max_tokens, batch_size=batch_size, message="base answers")
-        for i, a in zip(missing, base):
-            rows[i]["base_answer"] = a
+    yield from fill_base_answers(llm, rows, stage="efficacy", check=check, max_tokens=max_tokens,
+                                 batch_size=batch_size)
     after = yield from ask(llm, [r["question"] for r in rows], stage="efficacy", check=check,
                            max_tokens=max_tokens, batch_size=batch_size, message="answers after unlearning")
     judge.verdicts(after)  # one batched embedding pass; probe_leaks below reads its cache
@@ -68,13 +76,8 @@ def probe_retention(llm: Any, data: JobData, *, cancel: Any, max_tokens: int, ba
     """Answer every retain item with the adapter; each is judged against its own reference answer."""
     rows = [dict(r) for r in data.retain if retain_reference(r) and r.get("question")]
     check = partial(check_cancel, cancel)
-    missing = [i for i, r in enumerate(rows) if r.get("base_answer") is None]
-    if missing:
-        with llm.base_model():
-            base = yield from ask(llm, [rows[i]["question"] for i in missing], stage="retention", check=check,
-                                  max_tokens=max_tokens, batch_size=batch_size, message="base answers")
-        for i, a in zip(missing, base):
-            rows[i]["base_answer"] = a
+    yield from fill_base_answers(llm, rows, stage="retention", check=check, max_tokens=max_tokens,
+                                 batch_size=batch_size)
     after = yield from ask(llm, [r["question"] for r in rows], stage="retention", check=check,
                            max_tokens=max_tokens, batch_size=batch_size, message="retain answers after")
     out = []
