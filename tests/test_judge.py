@@ -197,3 +197,19 @@ def test_training_and_evaluation_efficacy_agree_on_the_same_answers(tmp_path):
     assert [r["leaks_after"] for r in rows] == training_leaks
     assert training["efficacy"] == evaluation["all"] == 0.5
     assert training["efficacy_heldout"] == evaluation["heldout"] == 0.0
+
+
+def test_embedding_cache_starting_over_keeps_what_the_call_needs(monkeypatch):
+    """A long job fills the embedding cache; when a call passes the limit the cache starts over, and the texts that
+    call found cached before must still come back (a real job crashed with KeyError here, mid-training)."""
+    import numpy as np
+
+    from unstar_gui.engine import embeddings
+
+    monkeypatch.setattr(embeddings, "CACHE_LIMIT", 3)
+    monkeypatch.setattr(embeddings, "_CACHE", {})
+    first = embeddings.embed(["Hogwarts", "Durmstrang"])
+    both = embeddings.embed(["Hogwarts", "Beauxbatons", "Ilvermorny"])  # 2 cached + 2 new > 3: starts over
+    assert np.allclose(both[0], first[0]) and both.shape == (3, 384)
+    assert set(embeddings._CACHE) == {"Beauxbatons", "Ilvermorny"}
+    assert np.allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)

@@ -31,21 +31,25 @@ def _load():
 
 
 _CACHE: dict[str, np.ndarray] = {}
+CACHE_LIMIT = 20000  # texts; the cache starts over when a call would pass it (a long job judges many answers)
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:
     """Unit-normalised embeddings, (len(texts), 384). Repeated texts are served from a small cache."""
-    missing = [t for t in dict.fromkeys(texts) if t not in _CACHE]
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    # This call's vectors are collected here first: starting the cache over must not drop a text this call needs.
+    found = {t: _CACHE[t] for t in dict.fromkeys(texts) if t in _CACHE}
+    missing = [t for t in dict.fromkeys(texts) if t not in found]
     if missing:
         vecs = _load().encode(list(missing), batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
                               show_progress_bar=False)
-        if len(_CACHE) > 20000:
+        new = {t: v.astype(np.float32) for t, v in zip(missing, vecs)}
+        if len(_CACHE) + len(new) > CACHE_LIMIT:
             _CACHE.clear()
-        for t, v in zip(missing, vecs):
-            _CACHE[t] = v.astype(np.float32)
-    if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    return np.stack([_CACHE[t] for t in texts])
+        _CACHE.update(new)
+        found.update(new)
+    return np.stack([found[t] for t in texts])
 
 
 def cosine_matrix(a: Sequence[str], b: Sequence[str]) -> np.ndarray:
