@@ -278,8 +278,9 @@ def prepare_fact(llm: Any, name: str, root: Path, results: dict[str, Any], fresh
         if not fresh:
             save_samples(name, root)
     if name not in results["base"]:
-        results["base"][name] = {"samples_s": round(time.perf_counter() - t0, 1), "perplexity": round(
-            llm.perplexity(REFERENCE_TEXT.read_text(encoding="utf-8").strip()), 2)}
+        with llm.base_model():  # a variant trained earlier in this process may still be attached
+            ppl = llm.perplexity(REFERENCE_TEXT.read_text(encoding="utf-8").strip())
+        results["base"][name] = {"samples_s": round(time.perf_counter() - t0, 1), "perplexity": round(ppl, 2)}
 
 
 def main() -> None:
