@@ -32,6 +32,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from unstar_gui.engine.jobs import SAMPLE_FILES  # noqa: E402  (no side effects; the data folder is read later)
+
+SAMPLE_RECORDS = ("job.json", *SAMPLE_FILES)  # a fact's samples: the job record and the jobs module's sample files
+
 # keep: handed to the job as keep-facts. heldout_neighbours: never given to the job; only those the base model
 # answers right count.
 FACTS: dict[str, dict[str, Any]] = {
@@ -178,7 +182,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     d = root / name / variant
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    for f in ("job.json", "probes.jsonl", "antisamples.jsonl", "retain.jsonl"):
+    for f in SAMPLE_RECORDS:
         shutil.copy2(base / f, d / f)
     job = Job(d)
     settings = ForgetSettings.preset_named("paper", **BENCH_SETTINGS, **VARIANTS[variant])
@@ -233,7 +237,6 @@ def claimed(claim_dir: str, name: str, variant: str) -> bool:
 # Each fact's samples as the table's runs used them (job records, no weights; committed), so a later session adds
 # rows trained on the very same samples instead of regenerating them (a full table takes hours on 2 cores).
 SAVED_SAMPLES = ROOT / "bench" / "locality_samples"
-SAMPLE_RECORDS = ("job.json", "probes.jsonl", "antisamples.jsonl", "retain.jsonl")
 
 
 def restore_samples(name: str, root: Path) -> None:
