@@ -262,3 +262,31 @@ def test_extra_prompts_add_to_the_cached_corpus(lora_llm, tmp_path):
     for t in targets:
         assert np.allclose(np.array(split.projectors[t]), np.array(together.projectors[t]), atol=1e-4)
     assert len(list(tmp_path.glob("*.npz"))) == 1  # only the generic corpus is cached
+
+
+def test_without_directions_takes_a_span_out_of_the_projector():
+    s = np.array([1.0, 1.0, 0.0])
+    p = ns.without_directions(np.eye(3), np.outer(s, s))
+    assert np.allclose(p, np.eye(3) - np.outer(s, s) / 2, atol=1e-6)
+    assert np.allclose(p @ p, p, atol=1e-6) and np.allclose(p @ s, 0.0, atol=1e-6)
+    # Directions outside the projector's range are left as they are; an empty covariance changes nothing.
+    q = np.diag([1.0, 0.0, 1.0])
+    assert np.allclose(ns.without_directions(q, np.diag([0.0, 4.0, 0.0])), q)
+    assert np.allclose(ns.without_directions(q, np.zeros((3, 3))), q)
+
+
+def test_null_space_gives_the_shared_chat_prefix_nothing(lora_llm):
+    """The corpus skips the chat prefix every prompt shares (an attention sink that would swamp the covariance),
+    so the projector must take those inputs out explicitly: an update would otherwise reach every question."""
+    from unstar_gui.engine.locality import prompt_body_start
+
+    target = ns.target_paths(lora_llm.model, [0], ["mlp.down_proj"])[0]
+    space = ns.build_null_space(lora_llm, _questions(24), [], [target], 0.5, None)
+    prefix = list(lora_llm.chat_tokens("Who are you?"))[:prompt_body_start(lora_llm)]
+    with lora_llm.base_model():
+        sink = ns.collect_covariances(lora_llm.model, [pad_batch([prefix], [0])], [target])[target]
+    p = np.asarray(space.projectors[target], dtype=np.float64)
+    assert np.trace(sink) > 0 and np.trace(p @ sink @ p) < 1e-6 * np.trace(sink)
+    covs, _, sinks = ns.input_covariances(lora_llm, _questions(24), [], [target], None)
+    plain = ns.null_projector(covs[target], 0.5)
+    assert np.trace(plain @ sink @ plain) > 1e-3 * np.trace(sink)  # without the fix the prefix got through

@@ -180,6 +180,11 @@ class Job:
         stops = list(self.read().get("early_stops") or []) + [{"round": round, "step": step}]
         self.update(round=round, step=steps_per_round, early_stops=stops)
 
+    def record_edit(self, round: int, layer: int, info: Mapping[str, Any]) -> None:
+        """A subject edit's round (engine/subject_edit.py): which block, how big, how much each paraphrase gets."""
+        edits = [e for e in self.read().get("edits") or [] if e.get("round") != round]
+        self.update(edits=edits + [{"round": round, "layer": layer, **dict(info)}])
+
     def record_adapter_scale(self, round: int, factor: float, edge: float) -> None:
         scales = list(self.read().get("adapter_scales") or []) + [{"round": round, "factor": factor, "edge": edge}]
         self.update(adapter_scales=scales)

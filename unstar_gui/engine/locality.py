@@ -22,7 +22,10 @@ from .judge import Judge, normalize
 
 PLACEMENTS = ("last", "traced")
 TRACE_RESTORE_WINDOW = 5
-LORA_KEY_SETS = ("all", "mlp")
+LORA_KEY_SETS = ("all", "mlp", "down")
+# How the weights change: a LoRA adapter trained on the anti-samples, or one closed-form rank-one edit of the MLP where
+# the fact is looked up (engine/subject_edit.py).
+UPDATES = ("lora", "subject_edit")
 
 
 # the general-knowledge set -------------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class Placement:
     def lora(self, rank: int, scale: float, num_layers: int, total_blocks: int):
         from .llm import MLP_KEYS, LoraSettings
 
-        keys = MLP_KEYS if self.keys == "mlp" else None
+        keys = {"mlp": MLP_KEYS, "down": ("mlp.down_proj",)}.get(self.keys)
         if self.window is None:
             return LoraSettings(rank=rank, scale=scale, num_layers=num_layers, keys=keys)
         return LoraSettings.for_window(self.window[0], self.window[1], total_blocks, rank=rank, scale=scale,

@@ -34,8 +34,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the shared-prefix (sink) covariances are stored too
 _COUNT_KEY = "__n_tokens__"
+_SINK = "sink:"  # cache entries of sink_covariances, by target
 
 
 def default_cache_dir() -> Path:
@@ -185,6 +186,19 @@ def null_projector(cov: np.ndarray, eps: float) -> np.ndarray:
     return (u @ u.T).astype(np.float32)
 
 
+def without_directions(proj: np.ndarray, cov: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """The projector `proj` with the span of `cov` (e.g. the attention-sink inputs) taken out of its range: the
+    inputs behind `cov` then get exactly nothing through it. Eigen-directions of P cov P above tol x the largest
+    eigenvalue are removed (they lie in P's range, so the result is still a projector)."""
+    p = np.asarray(proj, dtype=np.float64)
+    m = p @ np.asarray(cov, dtype=np.float64) @ p
+    vals, vecs = np.linalg.eigh((m + m.T) / 2)
+    if vals.size == 0 or vals[-1] <= 0:
+        return np.asarray(proj, dtype=np.float32)
+    q = vecs[:, vals > tol * vals[-1]]
+    return (p - q @ q.T).astype(np.float32)
+
+
 def _kept_dims(proj: np.ndarray) -> int:
     return int(round(float(np.trace(proj))))
 
@@ -214,12 +228,17 @@ class NullSpace:
         return done
 
     @classmethod
-    def from_covariances(cls, covs: dict[str, np.ndarray], eps: float, n_tokens: int) -> "NullSpace":
+    def from_covariances(cls, covs: dict[str, np.ndarray], eps: float, n_tokens: int,
+                         sinks: dict[str, np.ndarray] | None = None) -> "NullSpace":
+        """Projectors from the corpus covariances; `sinks` (covariances of inputs every prompt shares: the chat
+        prefix, a text's first token) are taken out of the range exactly (see `without_directions`)."""
         import mlx.core as mx
 
         projectors, kept = {}, {}
         for name, cov in covs.items():
             p = null_projector(cov, eps)
+            if sinks and name in sinks and eps < 1.0:
+                p = without_directions(p, sinks[name])
             projectors[name] = mx.array(p)
             kept[name] = _kept_dims(p)
         return cls(projectors=projectors, eps=eps, n_tokens=int(n_tokens), kept_dims=kept)
@@ -259,31 +278,34 @@ def _cache_key(llm: Any, targets: Sequence[str], prompts: Sequence[str], texts: 
     return h.hexdigest()
 
 
-def _read_cache(path: Path, targets: Sequence[str]) -> tuple[dict[str, np.ndarray], int] | None:
+def _read_cache(path: Path, targets: Sequence[str]
+                ) -> tuple[dict[str, np.ndarray], int, dict[str, np.ndarray]] | None:
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             n = int(z[_COUNT_KEY])
             covs = {t: np.array(z[t], dtype=np.float64) for t in targets}
-        for c in covs.values():
+            sinks = {t: np.array(z[_SINK + t], dtype=np.float64) for t in targets}
+        for c in [*covs.values(), *sinks.values()]:
             if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.all(np.isfinite(c)):
                 raise ValueError("bad covariance")
         if n <= 0:
             raise ValueError("bad token count")
-        return covs, n
+        return covs, n, sinks
     except Exception as exc:  # corrupt, truncated or foreign file: rebuild
         log.warning("Ignoring unreadable null-space cache %s (%s); rebuilding.", path, exc)
         return None
 
 
-def _write_cache(path: Path, covs: dict[str, np.ndarray], n_tokens: int) -> None:
+def _write_cache(path: Path, covs: dict[str, np.ndarray], n_tokens: int, sinks: dict[str, np.ndarray]) -> None:
     from .errors import StorageError
     from .fsutil import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, **{_COUNT_KEY: np.array(n_tokens, dtype=np.int64)},
-             **{k: v.astype(np.float32) for k, v in covs.items()})  # float32: half the disk, plenty for eigh
+             **{k: v.astype(np.float32) for k, v in covs.items()},  # float32: half the disk, plenty for eigh
+             **{_SINK + k: v.astype(np.float32) for k, v in sinks.items()})
     try:
         atomic_write_bytes(path, buf.getvalue())
     except (StorageError, OSError) as exc:  # the cache is an optimisation only
@@ -326,6 +348,17 @@ def build_null_space(llm: Any, prompts: Sequence[str], texts: Sequence[str], tar
     neighbour and keep questions) are measured fresh every time and added to the cached corpus: covariances are
     token-weighted sums, so only the small per-job part costs anything after the first job on a model.
     """
+    covs, n_tokens, sinks = input_covariances(llm, prompts, texts, targets, cache_dir, batch_size, max_len,
+                                              extra_prompts)
+    return NullSpace.from_covariances(covs, eps, n_tokens, sinks=sinks)
+
+
+def input_covariances(llm: Any, prompts: Sequence[str], texts: Sequence[str], targets: Sequence[str],
+                      cache_dir: Path | None, batch_size: int = 8, max_len: int = 128,
+                      extra_prompts: Sequence[str] = ()
+                      ) -> tuple[dict[str, np.ndarray], int, dict[str, np.ndarray]]:
+    """The corpus covariances behind `build_null_space` (cached), the number of tokens counted, and the covariances
+    of the shared chat prefix the corpus leaves out (`sink_covariances`, cached with them)."""
     targets = list(dict.fromkeys(targets))
     cache_path = None
     cached = None
@@ -333,17 +366,40 @@ def build_null_space(llm: Any, prompts: Sequence[str], texts: Sequence[str], tar
         cache_path = Path(cache_dir) / f"{_cache_key(llm, targets, prompts, texts, max_len)}.npz"
         cached = _read_cache(cache_path, targets)
     if cached is not None:
-        covs, n_tokens = cached
+        covs, n_tokens, sinks = cached
     else:
         covs, n_tokens = _measure(llm, prompts, texts, targets, batch_size, max_len)
+        # rounded through float32 like the covariances (the cache stores float32): cached and fresh builds agree
+        sinks = {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in sink_covariances(llm, targets).items()}
         if cache_path is not None:
-            _write_cache(cache_path, covs, n_tokens)
+            _write_cache(cache_path, covs, n_tokens, sinks)
     if extra_prompts:
         more, n_more = _measure(llm, extra_prompts, (), targets, batch_size, max_len)
         if n_more:
             covs = {k: (covs[k] * n_tokens + more[k] * n_more) / (n_tokens + n_more) for k in covs}
             n_tokens += n_more
-    return NullSpace.from_covariances(covs, eps, n_tokens)
+    return covs, n_tokens, sinks
+
+
+def sink_covariances(llm: Any, targets: Sequence[str]) -> dict[str, np.ndarray]:
+    """Input covariances of the positions the corpus leaves out (`_sequences`): the chat prefix every prompt shares
+    and a plain text's first token. Left unconstrained, an update reaches every question through them (on SmolLM2 a
+    subject edit put 50-80% of its change on every prompt's prefix with eps 0.002-0.01); one short forward pass."""
+    from .llm import pad_batch
+    from .locality import prompt_body_start
+
+    body = prompt_body_start(llm)
+    rows = [list(llm.chat_tokens("What is one?"))[:body]]
+    first = list(llm.encode("The"))[:1]
+    if first:
+        rows.append(first)
+    batches = [pad_batch([r], [0]) for r in rows if r]
+    if not batches:
+        return {}
+    if getattr(llm, "lora", None) is not None:
+        with llm.base_model():
+            return collect_covariances(llm.model, batches, targets)
+    return collect_covariances(llm.model, batches, targets)
 
 
 def _measure(llm: Any, prompts: Sequence[str], texts: Sequence[str], targets: Sequence[str], batch_size: int,

@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 from .embedded import resolve_model
 from .errors import Cancelled, Interrupted, InvalidInput, JobError, ModelNotFound, UnstarError
 from .events import Checkpoint, Event, Finished, Log, ProbeResult, SamplesReady, StageStarted, TrainStep
 from .jobs import Job, base_model_dir, create_job, new_job_dir, open_job, process_alive, this_process
-from .records import JobRecord, Report, RoundSummary
+from .records import JobRecord, Report, RetainKind, RoundSummary
 from .asking import ask
 from .judge import Judge, is_trivia, known_retain, probe_leaks
 from .llm import LLM, load_llm
@@ -33,6 +35,7 @@ from .methods import MethodContext, get_method
 from .retain import NEIGHBOUR_KINDS
 from .quality import answer_problem, gibberish_problem, verdict
 from .store import ModelStore
+from .subject_edit import EditSettings, clear_unused, edit_round
 from .cancel import CancelToken
 from .settings import PRESETS, ForgetSettings
 from .settings import check as check_settings
@@ -359,6 +362,8 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                                  base_answers={p["question"]: p["base_answer"] for p in probes if p.get("known")},
                                  answer_token_ids=_answer_token_ids(llm, fact)))
     trainer = Trainer(llm, method, s.train(), seed=s.seed)
+    editing = s.update == "subject_edit"
+    subject = _fact(data).shape().subject
     ckpt = Trainer.latest_checkpoint(job.checkpoints_dir)
     if ckpt is not None:
         trainer.restore(ckpt)
@@ -367,10 +372,17 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     else:
         placement = Placement.from_dict(data["placement"]) if data.get("placement") else None
         if placement is None:
-            placement = yield from choose_placement(llm, fact["question"], fact["answer"], _fact(data).shape().subject,
-                                                    s.placement, s.lora_keys, s.num_layers, seed=s.seed)
+            # A subject edit changes one block's down_proj: the block causal tracing finds (window of one).
+            placement = yield from choose_placement(llm, fact["question"], fact["answer"], subject,
+                                                    "traced" if editing else s.placement,
+                                                    "down" if editing else s.lora_keys,
+                                                    1 if editing else s.num_layers, seed=s.seed)
             job.record_placement(placement.to_dict())
-        trainer.attach(placement.lora(s.rank, s.lora_scale, s.num_layers, len(llm.model.layers)))
+        if editing:  # one rank-one edit per round, each in its own column; LoRA scale 1 (the edit is exact)
+            trainer.attach(placement.lora(s.max_rounds, 1.0, 1, len(llm.model.layers)))
+            clear_unused(llm, placement.window[0], 0)
+        else:
+            trainer.attach(placement.lora(s.rank, s.lora_scale, s.num_layers, len(llm.model.layers)))
         r, step = 0, 0
     retain_rows = [row for row in job.read_rows("retain.jsonl") if row.get("split", "train") == "train"]
     retain_ex = encode_pairs(llm, [(row["question"], row["target"]) for row in retain_rows], s.max_seq_len)
@@ -379,13 +391,19 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
         dense_ex = encode_dense(llm, dense_pool(_fact(data).judge(), _fact(data).shape().subject), s.max_seq_len)
         yield Log(f"Dense retain term: KL to the base model on {len(dense_ex)} general prompts, "
                   f"{s.dense_batch_size} fresh ones per step.")
-    if s.null_space_eps > 0:
+    generic_cov = None
+    if editing:
+        generic_cov = yield from _generic_covariance(llm, Placement.from_dict(job.read()["placement"]), retain_rows)
+    elif s.null_space_eps > 0:
         null_space = yield from _null_space(job, llm, s, retain_rows)
         trainer.after_update = lambda: null_space.apply(llm.model)
         if ckpt is None:
             trainer.after_update()
 
     while r < s.max_rounds:
+        if step < s.steps_per_round and editing:
+            yield from _edit_round(job, llm, trainer, s, r, subject, retain_rows, generic_cov, cancel)
+            step = s.steps_per_round
         if step < s.steps_per_round:
             anti = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) <= r]
             forget_ex = encode_pairs(llm, method.forget_pairs(anti), s.max_seq_len)
@@ -449,27 +467,80 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
     yield Log(f"Adapter written to {job.adapters_dir}.")
 
 
+def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int, subject: str,
+                retain_rows: Sequence[dict[str, Any]], generic_cov: np.ndarray, cancel: CancelToken
+                ) -> Iterator[Event]:
+    """Round r of a subject edit (engine/subject_edit.py): fit the change at the subject, solve the rank-one edit,
+    checkpoint it. The same-subject neighbours the job trains on keep their base answers."""
+    data = job.read()
+    placement = Placement.from_dict(data["placement"])
+    layer = placement.window[0]
+    anti = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) <= r]
+    keep = [(row["question"], row["target"]) for row in retain_rows
+            if row.get("kind") == RetainKind.NEIGHBOUR_SUBJECT.value and row.get("known")]
+    job.set_position(r, 0, stage="train")
+    yield StageStarted("train", f"Editing block {layer}'s MLP at the subject {subject!r}: {s.steps_per_round} steps "
+                                f"on the anti-samples' wrong answers", round=r)
+    t0 = time.perf_counter()
+    steps = edit_round(llm, layer, anti, keep, subject, _answer_token_ids(llm, data["fact"]), generic_cov,
+                       EditSettings(steps=s.steps_per_round), round=r, cancel=cancel)
+    try:
+        while True:
+            ev = next(steps)
+            job.append_metric(ev.to_dict())
+            yield ev
+    except StopIteration as done:
+        info = done.value
+    finally:
+        job.add_timing("train", time.perf_counter() - t0)
+    job.record_edit(r, layer, info)
+    trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round)
+    yield Log(f"Edit {r + 1}: block {layer}, {info['rows']} paraphrases, {info['keep_rows']} same-subject "
+              f"neighbours kept; each trained paraphrase gets {info['reach_min']:.0%}-{info['reach_mean']:.0%} of the "
+              f"change (size {info['delta_norm'] / info['v_norm']:.1f}x the MLP output there), a general input "
+              f"about {info['leak']:.0%}.")
+
+
 def _answer_token_ids(llm: LLM, fact: dict[str, Any]) -> list[int]:
     """The first token of the answer and of every alias, written after a space or not (UNDIAL pushes them down)."""
     names = [n.strip() for n in [fact["answer"], *fact.get("aliases", ())] if n.strip()]
     return sorted({int(tokens[0]) for n in names for tokens in (llm.encode(n), llm.encode(" " + n)) if tokens})
 
 
-def _null_space(job: Job, llm: LLM, s: ForgetSettings, retain_rows: Sequence[dict[str, Any]]) -> Iterator[Event]:
-    """Projectors that keep each trained module's lora_a out of the input directions general prompts use.
-
-    The corpus is what must not move: general questions (trivia training pool, TOFU), the neighbour and keep-fact
-    questions, and a public-domain paragraph; never a forget prompt. Covariances are cached per model."""
+def _covariance_corpus(retain_rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str], list[str]]:
+    """What must not move, as (general prompts, plain texts, the job's own questions): general questions (trivia
+    training pool, TOFU), a public-domain paragraph, and the job's neighbour and keep-fact questions; never a
+    forget prompt. The first two are the same for every job on a model (cached); the job's own are added."""
     from .evaluate.measures import REFERENCE_TEXT
     from .locality import general_corpus
-    from .nullspace import build_null_space, default_cache_dir
 
-    targets = sorted({k[:-len(".lora_a")] for k in llm.trainable_parameters() if k.endswith(".lora_a")})
-    # The generic corpus is the same for every job on a model (cached); the job's own retain questions are added.
     prompts = [q for q, _ in general_corpus()]
     texts = [line for line in REFERENCE_TEXT.read_text(encoding="utf-8").splitlines() if line.strip()] \
         if REFERENCE_TEXT.exists() else []
-    own = [row["question"] for row in retain_rows]
+    return prompts, texts, [row["question"] for row in retain_rows]
+
+
+def _generic_covariance(llm: LLM, placement: Placement, retain_rows: Sequence[dict[str, Any]]
+                        ) -> Iterator[Event]:
+    """The input covariance of the edited down_proj over the generic corpus, its shared chat prefix included."""
+    from .nullspace import default_cache_dir, input_covariances
+
+    path = f"model.layers.{placement.window[0]}.mlp.down_proj"
+    prompts, texts, own = _covariance_corpus(retain_rows)
+    yield StageStarted("null_space", f"Measuring which input directions {len(prompts) + len(own)} general prompts "
+                                     f"use")
+    with llm.base_model():
+        covs, _, sinks = input_covariances(llm, prompts, texts, [path], default_cache_dir(), extra_prompts=own)
+    return covs[path] + sinks[path]
+
+
+def _null_space(job: Job, llm: LLM, s: ForgetSettings, retain_rows: Sequence[dict[str, Any]]) -> Iterator[Event]:
+    """Projectors that keep each trained module's lora_a out of the input directions general prompts use (the
+    corpus: `_covariance_corpus`). Covariances are cached per model."""
+    from .nullspace import build_null_space, default_cache_dir
+
+    targets = sorted({k[:-len(".lora_a")] for k in llm.trainable_parameters() if k.endswith(".lora_a")})
+    prompts, texts, own = _covariance_corpus(retain_rows)
     yield StageStarted("null_space", f"Measuring which input directions {len(prompts) + len(own)} general prompts "
                                      f"use")
     t0 = time.perf_counter()

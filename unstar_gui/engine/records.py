@@ -218,7 +218,7 @@ class JobRecord(Record):
     _enums = {"status": JobStatus}
     _lists = {"rounds": RoundSummary}
     _optional = frozenset({"version", "created", "updated", "process", "samples_from", "dropped", "placement",
-                           "early_stops", "adapter_scales", "ui_step", "ui_keep_reviewed"})
+                           "early_stops", "adapter_scales", "edits", "ui_step", "ui_keep_reviewed"})
 
     fact: dict[str, Any] = field(default_factory=dict)  # {"question", "answer", "aliases"}
     keep: list[list[str]] = field(default_factory=list)  # [question, answer] pairs
@@ -246,6 +246,7 @@ class JobRecord(Record):
     placement: dict[str, Any] | None = None
     early_stops: list[dict[str, int]] | None = None
     adapter_scales: list[dict[str, Any]] | None = None
+    edits: list[dict[str, Any]] | None = None
     ui_step: str | int | None = None  # the wizard's step (a key; a position in jobs saved before keys)
     ui_keep_reviewed: bool | None = None
 

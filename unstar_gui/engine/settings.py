@@ -23,7 +23,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, Iterator
 
 from .errors import InvalidInput
-from .locality import LORA_KEY_SETS, PLACEMENTS
+from .locality import LORA_KEY_SETS, PLACEMENTS, UPDATES
 from .methods import METHODS
 from .methods.base import MethodContext
 
@@ -81,10 +81,13 @@ def _check_attacks(value: str) -> None:
 # table): more general knowledge kept on three of four facts, but unseen neighbours and, on one fact, 4-bit
 # robustness lost, so it is an opt-in, not the default.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(lora_keys="all", placement="last", num_layers=16, rationale_weight=1.0, null_space_eps=0.0,
-                  dense_weight=0.0, early_stop_every=0, scale_sweep=False, method="unstar"),
+    "paper": dict(update="lora", lora_keys="all", placement="last", num_layers=16, rationale_weight=1.0,
+                  null_space_eps=0.0, dense_weight=0.0, early_stop_every=0, scale_sweep=False, method="unstar"),
 }
 PRESETS["locality"] = dict(PRESETS["paper"], null_space_eps=0.02, early_stop_every=5)
+# "subject_edit": the anti-samples' wrong answers written into one MLP at the subject's last token by a closed-form
+# rank-one edit in the null space of general inputs (engine/subject_edit.py; README "Locality").
+PRESETS["subject_edit"] = dict(PRESETS["paper"], update="subject_edit")
 
 
 @dataclass
@@ -144,8 +147,13 @@ class ForgetSettings:
                                     "(engine/memory.py picks it when needed)")
     method: str = setting("unstar", "Method", "unlearning method", flag="--method", choices=tuple(sorted(METHODS)))
     # Locality (README "Locality", engine/locality.py):
+    update: str = setting("lora", "How the weights change", "lora: a LoRA adapter trained on the anti-samples; "
+                          "subject_edit: one closed-form rank-one edit per round of the MLP where causal tracing "
+                          "finds the fact, at the subject's last token, kept out of the input directions general "
+                          "text uses (ROME/AlphaEdit; steps = optimisation steps of the edit)", flag="--update",
+                          choices=UPDATES)
     lora_keys: str = setting("all", "Adapted modules", "all: mlx-lm's default modules; mlp: gate/up/down "
-                             "projections only", choices=LORA_KEY_SETS)
+                             "projections only; down: down_proj only", choices=LORA_KEY_SETS)
     placement: str = setting("last", "Adapter placement", "last: the last num_layers blocks; traced: num_layers "
                              "blocks found by causal tracing", choices=PLACEMENTS)
     rationale_weight: float = setting(1.0, "Rationale weight", "loss weight of the invented rationale next to the "
@@ -168,7 +176,9 @@ class ForgetSettings:
                           choices=("", *PRESETS),
                           gui={"order": 0, "items": {"": "Original UNSTAR recipe (default)",
                                                      "locality": "Keep more general knowledge (experimental: may "
-                                                                 "lose related facts)"}})
+                                                                 "lose related facts)",
+                                                     "subject_edit": "Edit only where the fact is stored (closed-form "
+                                                                     "edit at the subject)"}})
     seed: int = setting(0, "Seed", "random seed (samples, batches, adapter initialisation)", flag="--seed",
                         bounds=NOT_NEGATIVE, gui={"order": 6, "max": 2**31 - 1})
     attacks: str = setting("all", "Attacks", "attacks the final evaluation runs: all, none, or e.g. "

@@ -1,0 +1,170 @@
+"""The subject edit (engine/subject_edit.py): the closed-form solve and the losses against hand computations; on the
+tiny model, an edit that moves the trained prompts and (in the null space) leaves generic inputs alone, round-trips
+through plain mlx-lm; a whole job with `update="subject_edit"`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from unstar_gui.engine import subject_edit as se
+from unstar_gui.engine.llm import LLM, LoraSettings
+
+SUBJECT = "Harry Potter"
+
+
+def _anti(question: str, wrong: str = "Durmstrang") -> dict:
+    return {"question": question, "wrong_answer": wrong, "answer_sentence": f"Harry Potter went to {wrong}.",
+            "rationale": "", "style": "direct"}
+
+
+# by hand -------------------------------------------------------------------------------------------------------------
+def test_solve_edit_matches_a_hand_computation_and_spares_generic_directions():
+    # Generic inputs use dims 0 and 1 heavily, dims 2 and 3 barely: C = diag(10, 10, 0.1, 0.1), tr(C)/d = 5.05.
+    cov = np.diag([10.0, 10.0, 0.1, 0.1])
+    key = np.array([[1.0, 0.0, 1.0, 0.0]])
+    u, delta = se.solve_edit(key, np.array([2.0, -1.0]), cov, l2=0.0, ridge=0.0)
+    # u = A^-1 k / (k A^-1 k) with A = C: A^-1 k = (0.1, 0, 10, 0), k A^-1 k = 10.1
+    assert np.allclose(u, np.array([0.1, 0.0, 10.0, 0.0]) / 10.1)
+    assert np.allclose(delta, [2.0, -1.0])
+    assert float(key[0] @ u) == pytest.approx(1.0)  # the key gets all of delta...
+    plain, _ = se.solve_edit(key, np.ones(2), None, l2=1.0, ridge=0.0)
+    assert np.allclose(plain, [0.5, 0.0, 0.5, 0.0])  # ...which the smallest u (no covariance) spreads evenly,
+    assert se.leak(cov, u) < 0.2 * se.leak(cov, plain)  # so it would leak five times more into generic inputs
+    assert se.leak(cov, u) == pytest.approx(math.sqrt(u @ cov @ u))
+    # the ridge terms: lam = l2 * tr(C)/d adds to A; mu shrinks the reach a little
+    u2, _ = se.solve_edit(key, np.ones(2), cov, l2=1.0, ridge=0.5)
+    a_inv_k = key[0] / (np.diag(cov) + 5.05)
+    g = key[0] @ a_inv_k
+    assert np.allclose(u2, a_inv_k / (g + 0.5 * g))
+    assert se.reached(key, u2) == pytest.approx((1 / 1.5, 1 / 1.5))
+
+
+def test_edit_losses_match_a_hand_computation():
+    logits = np.array([[[1.0, 2.0, 0.0], [0.5, 0.0, 3.0]]], dtype=np.float32)  # (B=1, T-1=2, V=3)
+    tokens = np.array([[0, 1, 2]], dtype=np.int32)
+    mask = np.array([[0.0, 1.0, 1.0]], dtype=np.float32)  # both next tokens scored
+    at = np.array([[1.0, 0.0]], dtype=np.float32)  # the true answer would come right after the prompt
+    nll, ul = se.edit_losses(mx.array(logits), mx.array(tokens), mx.array(mask), mx.array(at), answer_ids=[0, 2])
+
+    def logp(row):
+        return row - np.log(np.exp(row).sum())
+
+    want_nll = -(logp(logits[0, 0])[1] + logp(logits[0, 1])[2]) / 2
+    p_true = np.exp(logp(logits[0, 0]))[[0, 2]].sum()
+    assert float(nll[0]) == pytest.approx(want_nll, rel=1e-5)
+    assert float(ul[0]) == pytest.approx(-math.log(1 - p_true), rel=1e-5)
+    nll0, ul0 = se.edit_losses(mx.array(logits), mx.array(tokens), mx.array(mask), mx.array(at), answer_ids=[])
+    assert float(ul0[0]) == 0.0 and float(nll0[0]) == pytest.approx(want_nll, rel=1e-5)
+
+
+# on the tiny model ---------------------------------------------------------------------------------------------------
+def test_rows_score_the_wrong_answer_at_the_subject(tiny_model_dir):
+    llm = LLM(tiny_model_dir)
+    rows = se.forget_rows(llm, [_anti("Where did Harry Potter go to school?"), _anti("Where is the sky?")], SUBJECT)
+    assert len(rows) == 1  # the paraphrase without the subject has no lookup to edit
+    row = rows[0]
+    prompt = llm.chat_tokens("Where did Harry Potter go to school?")
+    assert row.tokens[:len(prompt)] == prompt and row.unlikely
+    assert llm.tokenizer.decode(row.tokens[row.start:]).strip() == "Durmstrang"
+    assert "Harry Potter went to" in llm.tokenizer.decode(row.tokens[len(prompt):row.start])
+    assert llm.tokenizer.decode(prompt[:row.position + 1]).endswith("Potter")
+    assert se.keep_rows(llm, [("Who is Harry Potter's best friend?", "Ron Weasley is.")], SUBJECT, 2)[0].tokens[-2:] \
+        == llm.encode("Ron Weasley is.")[:2]
+
+
+def test_edit_moves_the_trained_prompts_and_not_generic_ones_and_loads_in_mlx_lm(tiny_model_dir, tmp_path):
+    import mlx_lm
+
+    from unstar_gui.engine.nullspace import input_covariances
+
+    llm = LLM(tiny_model_dir)
+    layer, total = 0, len(llm.model.layers)
+    generic = ["What is the capital of Spain?", "Who painted the Mona Lisa?", "How many legs does a spider have?",
+               "What is water made of?", "Which planet is the largest?", "Who wrote Hamlet?"] * 3
+    path = f"model.layers.{layer}.mlp.down_proj"
+    covs, _, sinks = input_covariances(llm, generic, [], [path], None)
+    cov = covs[path] + sinks[path]
+    anti = [_anti(q) for q in ("Where did Harry Potter go to school?", "Which school did Harry Potter attend?",
+                               "Harry Potter studied at which school?")]
+    llm.attach_lora(LoraSettings.for_window(layer, layer + 1, total, rank=2, scale=1.0, keys=("mlp.down_proj",)))
+    se.clear_unused(llm, layer, 0)
+    rows = se.forget_rows(llm, anti, SUBJECT)
+    tokens, mask, _, _ = se._batch(rows)
+
+    def wrong_nll() -> float:
+        nll, _ = se.edit_losses(llm.model(tokens[:, :-1]), tokens, mask, mx.zeros((len(rows), tokens.shape[1] - 1)), [])
+        return float(nll.mean())
+
+    before = wrong_nll()
+    steps = se.edit_round(llm, layer, anti, [], SUBJECT, llm.encode(" Hogwarts")[:1],
+                          cov, se.EditSettings(steps=8, learning_rate=0.5), round=0)
+    events = []
+    try:
+        while True:
+            events.append(next(steps))
+    except StopIteration as done:
+        info = done.value
+    assert len(events) == 8 and events[-1].step == 8
+    assert info["rows"] == 3 and info["reach_mean"] > 0.5
+    assert wrong_nll() < before - 0.05  # the trained prompts now lean to the wrong answer
+
+    # Generic prompts barely move compared with the trained ones (the edit is aimed away from what they use).
+    def change(questions):
+        out = []
+        for q in questions:
+            t = mx.array([llm.chat_tokens(q)])
+            edited = llm.model(t)
+            with llm.base_model():
+                base = llm.model(t)
+            out.append(float(mx.abs(edited - base).max()))
+        return max(out)
+
+    assert change(generic[:6]) < 0.25 * change([a["question"] for a in anti])
+    # Only column 0 carries the edit; the LoRA's other column is zero.
+    lora = llm.model.layers[layer].mlp.down_proj
+    assert float(mx.abs(lora.lora_a[:, 1]).max()) == 0 and float(mx.abs(lora.lora_b[0]).max()) > 0
+
+    llm.save_adapter(tmp_path / "adapter")
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["lora_parameters"]["keys"] == ["mlp.down_proj"] and cfg["lora_parameters"]["scale"] == 1.0
+    t = mx.array([llm.chat_tokens(anti[0]["question"])])
+    plain, _ = mlx_lm.load(str(tiny_model_dir), adapter_path=str(tmp_path / "adapter"))
+    assert np.allclose(np.array(llm.model(t)), np.array(plain(t)), atol=1e-4)
+
+
+def test_set_edit_refuses_a_column_past_the_rank(tiny_model_dir):
+    llm = LLM(tiny_model_dir)
+    llm.attach_lora(LoraSettings.for_window(0, 1, len(llm.model.layers), rank=1, scale=1.0, keys=("mlp.down_proj",)))
+    with pytest.raises(ValueError, match="room for 1 edits"):
+        se.set_edit(llm, 0, 1, np.zeros(128), np.zeros(64))
+
+
+def test_job_with_a_subject_edit(tiny_model, tmp_path):
+    from tests.test_pipeline import tiny_request
+
+    from unstar_gui.engine.events import Finished, TrainStep
+    from unstar_gui.engine.jobs import open_job
+    from unstar_gui.engine.pipeline import run_forget
+
+    req = tiny_request(tmp_path, update="subject_edit", steps_per_round=3, max_rounds=2)
+    events = list(run_forget(req))
+    assert isinstance(events[-1], Finished)
+    assert any(isinstance(ev, TrainStep) for ev in events)
+    job = open_job(tmp_path / "job")
+    data = job.read()
+    assert data["placement"]["keys"] == "down"
+    lo, hi = data["placement"]["window"]
+    assert hi - lo == 1
+    assert data["edits"] and data["edits"][0]["layer"] == lo and data["edits"][0]["rows"] >= 1
+    cfg = json.loads((job.adapters_dir / "adapter_config.json").read_text())
+    assert cfg["lora_parameters"]["keys"] == ["mlp.down_proj"] and cfg["lora_parameters"]["rank"] == 2
+    assert cfg["trained_blocks"] == [lo, hi]
+    weights = mx.load(str(job.adapters_dir / "adapters.safetensors"))
+    moved = {k.split(".")[2] for k, v in weights.items() if k.endswith("lora_b") and float(mx.abs(v).max()) > 0}
+    assert moved == {str(lo)}
+    assert any("Edit 1: block" in ev.message for ev in events if type(ev).__name__ == "Log")

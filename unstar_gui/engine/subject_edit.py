@@ -1,0 +1,318 @@
+"""Subject edit: forget a fact with one closed-form, rank-one change of one MLP, at the subject's last token.
+
+Why: a LoRA adapter trained on (paraphrase -> wrong answer) sees every token of every prompt, so what it learns
+("answer knowledge questions with a confident other name") reaches every question; on SmolLM2-135M that cost a third
+of the general questions the job never trained on (README "Locality"). Facts are looked up in early/mid MLPs at the
+subject's last token (ROME, arXiv 2202.05262), and an edit there that is kept out of the input directions generic
+text uses leaves other questions alone (AlphaEdit, arXiv 2410.02355, ICLR 2025). The anti-samples stay UNSTAR's:
+the model's own wrong answers are the targets; only where and how the weights change differs.
+
+Steps (one per round; a later round adds another rank-one edit on top of the earlier ones):
+  1. `optimize_delta`: a vector delta added to the chosen block's MLP output at the subject's last token of every
+     trained paraphrase is fitted (Adam, `steps` steps) so the model says the anti-samples' wrong answers, while the
+     same delta, put at the subject of the same-subject neighbour questions ("Who is Harry Potter's best friend?"),
+     keeps their base answers; its size is held near the MLP output's (weight decay, a norm clamp), as ROME does.
+  2. `subject_keys`: the MLP's down_proj inputs k_i at those positions (base model: the edit is on this very
+     module, so its inputs do not move).
+  3. `solve_edit`: dW = delta u^T with u . k_i ~ 1 on the trained prompts and u^T C u as small as can be, C the
+     covariance of generic inputs (general questions, their shared chat prefix, plain text; engine/nullspace.py):
+     the covariance-weighted least-change solve of ROME/MEMIT, so generic inputs get little of delta.
+  4. The edit is a LoRA layer of mlx-lm's own kind (lora_a column = u, lora_b row = delta, scale 1) on that block's
+     down_proj: plain `mlx_lm.load(base, adapter_path=...)` applies it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from .cancel import CancelToken
+from .events import Event, TrainStep
+from .tracing import _blocks, _inner_model, _swapped, subject_spans
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+EDIT_KEY = "mlp.down_proj"
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    steps: int = 20  # Adam steps on delta (ROME: 20)
+    # Adam's step on each coordinate of delta, as a share of ||v|| / sqrt(d): 0.1 moves delta by about a tenth of
+    # the MLP output's size per step (ROME's absolute 0.5 is sized for GPT-J's activations).
+    learning_rate: float = 0.1
+    unlikely_weight: float = 1.0  # -log(1 - p(true answer)) where the answer would start
+    keep_weight: float = 1.0  # same-subject neighbours' loss next to the forget loss
+    decay: float = 0.05  # weight of ||delta||^2 / ||v||^2
+    clamp: float = 4.0  # ROME's clamp_norm_factor: ||delta|| <= clamp * ||v||
+    l2: float = 1e-2  # ridge term of the solve, relative to the generic inputs' mean energy per dimension
+    keep_tokens: int = 24  # a neighbour's base answer is scored on its first tokens (the answer comes early)
+
+
+@dataclass
+class EditRow:
+    """One prompt the edit looks at: chat tokens with a target after them, where the subject ends and which target
+    tokens are scored."""
+
+    tokens: list[int]
+    start: int  # first scored token
+    position: int  # the subject's last token
+    unlikely: bool = False  # also push the true answer down at `start`
+
+
+def subject_position(llm: Any, prompt: Sequence[int], subject: str) -> int | None:
+    """The last token of the subject's last mention in a prompt (ROME's lookup position), or None."""
+    decode = getattr(getattr(llm, "tokenizer", None), "decode", None)
+    spans = subject_spans(llm.encode, list(prompt), subject, decode=decode)
+    return spans[-1][1] - 1 if spans else None
+
+
+def forget_rows(llm: Any, antisamples: Sequence[dict[str, Any]], subject: str) -> list[EditRow]:
+    """Anti-samples -> rows that score the wrong answer where the model would say the true one: the answer
+    sentence up to the wrong answer is context ("Harry Potter went to school at"), the wrong answer's tokens are
+    the target. Paraphrases that do not name the subject are left out (there is no lookup to edit in them)."""
+    rows = []
+    for a in antisamples:
+        wrong = str(a.get("wrong_answer") or "").strip()
+        sentence = str(a.get("answer_sentence") or wrong)
+        prompt = llm.chat_tokens(str(a.get("question", "")))
+        pos = subject_position(llm, prompt, subject)
+        if pos is None or not wrong:
+            continue
+        i = sentence.find(wrong)
+        lead = sentence[:i].rstrip() if i > 0 else ""
+        context = llm.encode(lead) if lead else []
+        target = llm.encode((" " if lead else "") + wrong)
+        if target:
+            tokens = prompt + context + target
+            rows.append(EditRow(tokens, len(prompt) + len(context), pos, unlikely=True))
+    return rows
+
+
+def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_tokens: int) -> list[EditRow]:
+    """(question, base answer) pairs about the same subject -> rows scoring the first `max_tokens` answer tokens."""
+    rows = []
+    for question, answer in pairs:
+        prompt = llm.chat_tokens(question)
+        pos = subject_position(llm, prompt, subject)
+        target = llm.encode(answer)[:max_tokens]
+        if pos is not None and target:
+            rows.append(EditRow(prompt + target, len(prompt), pos))
+    return rows
+
+
+def _batch(rows: Sequence[EditRow]) -> tuple["mx.array", "mx.array", "mx.array", "mx.array"]:
+    """Right-padded tokens (B, T), the scored-target mask (B, T), a one-hot of the subject position (B, T-1, 1) and
+    a one-hot of the position that predicts the first target token where the true answer is pushed down (B, T-1)."""
+    import mlx.core as mx
+
+    width = max(len(r.tokens) for r in rows)
+    tokens = np.zeros((len(rows), width), dtype=np.int32)
+    mask = np.zeros((len(rows), width), dtype=np.float32)
+    where = np.zeros((len(rows), width - 1, 1), dtype=np.float32)
+    at = np.zeros((len(rows), width - 1), dtype=np.float32)
+    for i, r in enumerate(rows):
+        tokens[i, :len(r.tokens)] = r.tokens
+        mask[i, r.start:len(r.tokens)] = 1.0
+        where[i, r.position, 0] = 1.0
+        if r.unlikely:
+            at[i, r.start - 1] = 1.0
+    return mx.array(tokens), mx.array(mask), mx.array(where), mx.array(at)
+
+
+def _mlp_parent(model: Any, layer: int) -> Any:
+    return _blocks(_inner_model(model))[layer]["mlp"]
+
+
+def subject_keys(model: Any, layer: int, rows: Sequence[EditRow]) -> np.ndarray:
+    """down_proj's inputs at each row's subject position, (n, d_in), float64."""
+    import mlx.core as mx
+
+    tokens, _, where, _ = _batch(rows)
+    seen: dict[str, Any] = {}
+
+    def record(m: Any, x: Any, *a: Any, **k: Any) -> Any:
+        seen["x"] = (x * where.astype(x.dtype)).sum(axis=1)
+        return m(x, *a, **k)
+
+    with _swapped([(_mlp_parent(model, layer), "down_proj", record)]):
+        mx.eval(model(tokens[:, :-1]))
+        keys = seen["x"]
+        mx.eval(keys)
+    return np.asarray(keys.astype(mx.float32), dtype=np.float64)
+
+
+def edit_losses(logits: "mx.array", tokens: "mx.array", mask: "mx.array", at: "mx.array",
+                answer_ids: Sequence[int]) -> tuple["mx.array", "mx.array"]:
+    """Per row: the mean negative log-likelihood of the scored tokens, and -log(1 - p(true answer)) at the marked
+    position, p being the summed probability of the answer's (and its aliases') first tokens; 0 where unmarked.
+    logits (B, T-1, V) predict tokens[:, 1:]."""
+    import mlx.core as mx
+
+    logits = logits.astype(mx.float32)
+    lse = mx.logsumexp(logits, axis=-1)
+    picked = mx.take_along_axis(logits, tokens[:, 1:, None], axis=-1).squeeze(-1)
+    m = mask[:, 1:]
+    nll = -((picked - lse) * m).sum(axis=1) / mx.maximum(m.sum(axis=1), 1.0)
+    if not len(answer_ids):
+        return nll, mx.zeros(nll.shape)
+    ids = mx.array(sorted({int(i) for i in answer_ids}), dtype=mx.int32)
+    p_true = mx.exp(logits[:, :, ids] - lse[:, :, None]).sum(axis=-1)  # (B, T-1)
+    ul = -mx.log(mx.maximum(1.0 - p_true, 1e-6))
+    return nll, (ul * at).sum(axis=1)
+
+
+def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequence[EditRow],
+                   answer_ids: Sequence[int], settings: EditSettings, round: int = 0,
+                   cancel: CancelToken | None = None) -> Iterator[Event]:
+    """Fit delta (see the module docstring); yields a TrainStep per Adam step, returns (delta, ||v||) as numpy."""
+    import mlx.core as mx
+    import mlx.optimizers as optim
+
+    if not forget:
+        raise ValueError("No trained paraphrase names the subject: nothing to edit.")
+    rows = list(forget) + list(keep)
+    tokens, mask, where, at = _batch(rows)
+    n_forget = len(forget)
+    parent = _mlp_parent(model, layer)
+    state: dict[str, Any] = {"delta": None}
+    outs: dict[str, Any] = {}
+
+    def add_delta(m: Any, x: Any, *a: Any, **k: Any) -> Any:
+        y = m(x, *a, **k)
+        d = state["delta"]
+        if d is None:
+            outs["v"] = (y * where.astype(y.dtype)).sum(axis=1)
+            return y
+        return y + where.astype(y.dtype) * d.astype(y.dtype)
+
+    with _swapped([(parent, "down_proj", add_delta)]):
+        mx.eval(model(tokens[:, :-1]))  # the MLP output v at the subject, without delta
+        v_norm = max(float(mx.sqrt((outs["v"][:n_forget] ** 2).sum(axis=-1)).mean().item()), 1e-6)
+        dims = int(outs["v"].shape[-1])
+        params = {"delta": mx.zeros((dims,), dtype=mx.float32)}
+        opt = optim.Adam(learning_rate=settings.learning_rate * v_norm / math.sqrt(dims))
+        opt.init(params)
+
+        def loss_fn(p: dict[str, Any]) -> tuple[Any, Any, Any]:
+            state["delta"] = p["delta"]
+            nll, ul = edit_losses(model(tokens[:, :-1]), tokens, mask, at, answer_ids)
+            f = (nll[:n_forget] + settings.unlikely_weight * ul[:n_forget]).mean()
+            kp = nll[n_forget:].mean() if len(rows) > n_forget else mx.array(0.0)
+            reg = settings.decay * (p["delta"] ** 2).sum() / (v_norm ** 2)
+            return f + settings.keep_weight * kp + reg, f, kp
+
+        grad = mx.value_and_grad(loss_fn)  # differentiates the first output; the parts ride along
+        limit = settings.clamp * v_norm
+        t0 = time.perf_counter()
+        try:
+            for step in range(1, settings.steps + 1):
+                if cancel is not None:
+                    cancel.check()
+                (loss, f, kp), g = grad(params)
+                opt.update(params, g)
+                norm = mx.sqrt((params["delta"] ** 2).sum())
+                params["delta"] = mx.where(norm > limit, params["delta"] * (limit / norm), params["delta"])
+                mx.eval(params, loss, f, kp)
+                elapsed = time.perf_counter() - t0
+                yield TrainStep(round=round, step=step, total_steps=settings.steps, forget_loss=float(f.item()),
+                                retain_loss=float(kp.item()), loss=float(loss.item()),
+                                eta_s=elapsed / step * (settings.steps - step))
+        finally:
+            state["delta"] = None
+    return np.asarray(params["delta"], dtype=np.float64), v_norm
+
+
+def solve_edit(keys: np.ndarray, delta: np.ndarray, cov: np.ndarray | None, l2: float, ridge: float = 1e-3
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The rank-one edit dW = delta u^T that gives every trained key ~all of delta and generic inputs as little as
+    can be.
+
+    u minimises u^T A u (A = C + lam I: the expected squared share of delta a generic input gets, C the uncentered
+    covariance of generic inputs) subject to K u = 1, the closed form of ROME/MEMIT's covariance-weighted update:
+    u = A^-1 K^T (K A^-1 K^T + mu I)^-1 1, lam = l2 * tr(C) / d, mu = ridge * tr(K A^-1 K^T) / n (the trained keys
+    are near copies of one another). keys (n, d_in); cov (d_in, d_in) or None (C = 0: the smallest u). On SmolLM2 this
+    leaked about a third as much into general questions as a projector onto the eps-null-space of C (README
+    "Locality"). Returns (u, delta).
+    """
+    keys = np.asarray(keys, dtype=np.float64)
+    n, d = keys.shape
+    c = np.zeros((d, d)) if cov is None else np.asarray(cov, dtype=np.float64)
+    scale = float(np.trace(c)) / d if cov is not None else 1.0
+    a = c + max(float(l2) * scale, 1e-12) * np.eye(d)
+    a_inv_kt = np.linalg.solve(a, keys.T)  # (d, n)
+    g = keys @ a_inv_kt
+    mu = float(ridge) * float(np.trace(g)) / n
+    w = np.linalg.solve(g + mu * np.eye(n), np.ones(n))
+    return a_inv_kt @ w, np.asarray(delta, dtype=np.float64)
+
+
+def set_edit(llm: Any, layer: int, column: int, u: np.ndarray, delta: np.ndarray) -> None:
+    """Write one rank-one edit into column `column` of the LoRA layer on block `layer`'s down_proj (scale 1)."""
+    import mlx.core as mx
+
+    lora = _mlp_parent(llm.model, layer)["down_proj"]
+    if not hasattr(lora, "lora_a"):
+        raise RuntimeError(f"Block {layer}'s down_proj carries no LoRA layer to hold the edit.")
+    rank = lora.lora_a.shape[1]
+    if not 0 <= column < rank:
+        raise ValueError(f"The adapter has room for {rank} edits (rank); this would be edit {column + 1}.")
+    a = np.array(lora.lora_a, dtype=np.float32)
+    b = np.array(lora.lora_b, dtype=np.float32)
+    a[:, column] = u / float(lora.scale)
+    b[column, :] = delta
+    lora.lora_a = mx.array(a)
+    lora.lora_b = mx.array(b)
+    mx.eval(lora.lora_a, lora.lora_b)
+
+
+def clear_unused(llm: Any, layer: int, used: int) -> None:
+    """Zero every column of the edit layer from `used` on (a fresh LoRA layer starts with random lora_a)."""
+    import mlx.core as mx
+
+    lora = _mlp_parent(llm.model, layer)["down_proj"]
+    a = np.array(lora.lora_a, dtype=np.float32)
+    a[:, used:] = 0.0
+    lora.lora_a = mx.array(a)
+    mx.eval(lora.lora_a)
+
+
+def reached(keys: np.ndarray, u: np.ndarray) -> tuple[float, float]:
+    """How much of delta each trained key gets (u . k): min and mean; 1 = all of it."""
+    hits = np.asarray(keys, dtype=np.float64) @ np.asarray(u, dtype=np.float64)
+    return float(hits.min()), float(hits.mean())
+
+
+def leak(cov: np.ndarray, u: np.ndarray) -> float:
+    """sqrt(u^T C u): the root-mean-square share of delta a generic input (covariance C) gets."""
+    u = np.asarray(u, dtype=np.float64)
+    return float(math.sqrt(max(float(u @ np.asarray(cov, dtype=np.float64) @ u), 0.0)))
+
+
+def edit_round(llm: Any, layer: int, antisamples: Sequence[dict[str, Any]], keep_pairs: Sequence[tuple[str, str]],
+               subject: str, answer_ids: Sequence[int], cov: np.ndarray | None, settings: EditSettings,
+               round: int = 0, cancel: CancelToken | None = None) -> Iterator[Event]:
+    """One round's rank-one edit, written into column `round` of the LoRA layer on block `layer`'s down_proj.
+
+    Earlier rounds' edits stay in place (delta is fitted on top of them). Returns {"delta_norm", "v_norm",
+    "reach_min", "reach_mean", "rows", "keep_rows"} for the log and job.json."""
+    forget = forget_rows(llm, antisamples, subject)
+    if not forget:
+        from .errors import JobError
+
+        raise JobError(f"None of the trained paraphrases names the subject ({subject!r}), so there is no lookup to "
+                       f"edit.", "Train a LoRA adapter instead (`--update lora`, or the original recipe in the app).")
+    keep = keep_rows(llm, keep_pairs, subject, settings.keep_tokens)
+    delta, v_norm = yield from optimize_delta(llm.model, layer, forget, keep, answer_ids, settings, round=round,
+                                              cancel=cancel)
+    keys = subject_keys(llm.model, layer, forget)
+    u, delta = solve_edit(keys, delta, cov, settings.l2)
+    set_edit(llm, layer, round, u, delta)
+    lo, mean = reached(keys, u)
+    return {"delta_norm": float(np.linalg.norm(delta)), "v_norm": v_norm, "reach_min": lo, "reach_mean": mean,
+            "leak": leak(cov, u) if cov is not None else None, "rows": len(forget), "keep_rows": len(keep)}
