@@ -109,6 +109,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "idk": {"method": "idk"},
     "local_undial": {"placement": "traced", "lora_keys": "mlp", "num_layers": WINDOW, "method": "undial",
                      "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
+    # the closed-form rank-one edit of the traced block's down_proj at the subject (engine/subject_edit.py)
+    "subject_edit": {"update": "subject_edit"},
 }
 BENCH_SETTINGS = {"attacks": "none", "max_rounds": 1}  # one round per variant: the same budget for each
 

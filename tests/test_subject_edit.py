@@ -168,3 +168,43 @@ def test_job_with_a_subject_edit(tiny_model, tmp_path):
     moved = {k.split(".")[2] for k, v in weights.items() if k.endswith("lora_b") and float(mx.abs(v).max()) > 0}
     assert moved == {str(lo)}
     assert any("Edit 1: block" in ev.message for ev in events if type(ev).__name__ == "Log")
+
+
+def test_subject_edit_job_exports_an_adapter_mlx_lm_applies(tiny_model, tmp_path):
+    import mlx_lm
+
+    from tests.test_pipeline import tiny_request
+
+    from unstar_gui.engine import export
+    from unstar_gui.engine.jobs import open_job
+    from unstar_gui.engine.llm import LLM
+    from unstar_gui.engine.pipeline import run_forget
+
+    list(run_forget(tiny_request(tmp_path, update="subject_edit", steps_per_round=3, max_rounds=1)))
+    job = open_job(tmp_path / "job")
+    edit = job.read()["edits"][0]
+    assert edit["strength"] >= 1.0 and isinstance(edit["survives_4bit"], bool)
+    out = tmp_path / "adapter"
+    for _ in export.export_adapters(job.dir, out):
+        pass
+    card = (out / "README.md").read_text()
+    assert f"a rank-one edit of block {edit['layer']}'s MLP (down_proj)" in card and "| update | subject_edit |" in card
+
+    ours = LLM(tiny_model.path)
+    ours.load_adapter(out)
+    t = mx.array([ours.chat_tokens("Where did Harry Potter go to school?")])
+    with ours.base_model():
+        base = ours.model(t)
+    plain, _ = mlx_lm.load(str(tiny_model.path), adapter_path=str(out))
+    assert float(mx.abs(ours.model(t) - base).max()) > 1e-4  # the edit is there...
+    assert np.allclose(np.array(ours.model(t)), np.array(plain(t)), atol=1e-4)  # ...and plain mlx-lm applies it
+
+
+def test_strengthen_edit_scales_one_column(tiny_model_dir):
+    llm = LLM(tiny_model_dir)
+    llm.attach_lora(LoraSettings.for_window(0, 1, len(llm.model.layers), rank=2, scale=1.0, keys=("mlp.down_proj",)))
+    se.set_edit(llm, 0, 0, np.ones(128), np.full(64, 2.0))
+    se.set_edit(llm, 0, 1, np.ones(128), np.full(64, 3.0))
+    se.strengthen_edit(llm, 0, 1, 1.5)
+    b = np.array(llm.model.layers[0].mlp.down_proj.lora_b)
+    assert np.allclose(b[0], 2.0) and np.allclose(b[1], 4.5)

@@ -149,7 +149,11 @@ def choose_placement(llm: Any, question: str, answer: str, subject: str, placeme
                   f"{window[1] - 1}.", "warning")
         return Placement(keys=keys, window=window, traced=loc.to_dict(), note=f"fallback: {loc.reason}")
     window = tuple(loc.window)
-    yield Log(f"Causal tracing: the fact is looked up around blocks {window[0]}-{window[1] - 1} of {total}; "
-              f"the adapter trains only their MLPs." if keys == "mlp" else
-              f"Causal tracing: training blocks {window[0]}-{window[1] - 1} of {total}.")
+    if keys == "down" and window[1] - window[0] == 1:
+        yield Log(f"Causal tracing: the fact is looked up around block {window[0]} of {total}; the change goes into "
+                  f"that block's MLP.")
+    else:
+        yield Log(f"Causal tracing: the fact is looked up around blocks {window[0]}-{window[1] - 1} of {total}; "
+                  f"the adapter trains only their MLPs." if keys == "mlp" else
+                  f"Causal tracing: training blocks {window[0]}-{window[1] - 1} of {total}.")
     return Placement(keys=keys, window=(int(window[0]), int(window[1])), traced=loc.to_dict())
