@@ -214,7 +214,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     return {
         "fact": name, "variant": variant, "settings": VARIANTS[variant], "rounds": len(data["rounds"]),
         "steps": last.get("steps"), "placement": data.get("placement"), "adapter_scales": data.get("adapter_scales"),
-        "early_stops": data.get("early_stops"),
+        "early_stops": data.get("early_stops"), "edits": data.get("edits"),
         "efficacy_heldout": counts.get("efficacy_heldout"), "efficacy_train": counts.get("efficacy_train"),
         "requant4_all": [q4_forgotten, len(probes)], "requant4_heldout": [q4_held, len(held)],
         "neighbours_trained": counts.get("retention_neighbours"),
@@ -402,6 +402,9 @@ def table(results: dict[str, Any]) -> str:
         steps = stops[-1]["step"] if stops else r.get("steps")
         scales = r.get("adapter_scales") or []
         scale = f" (x{scales[-1]['factor']:g})" if scales else ""
+        edits = r.get("edits") or []
+        if edits:  # a subject edit: optimisation steps, and how much stronger the 4-bit check made it
+            scale = f" (edit x{edits[-1].get('strength', 1):g})"
         q4 = f"{_share(r['requant4_all'])} ({_share(r['requant4_heldout']).split(' ')[0]})"
         secs = round((r.get("train_s") or 0) + (r.get("reprobe_s") or 0))
         lines.append(f"| {r['fact']} | {r['variant']} | {steps}{scale} | {_share(r['efficacy_heldout'])} | {q4} | "

@@ -445,3 +445,8 @@ def test_training_form_recipe_switches_between_default_and_locality(qtbot):
     assert values["preset"] == "" and values["null_space_eps"] == defaults.null_space_eps
     assert values["scale_sweep"] == defaults.scale_sweep
     ForgetSettings(**values)  # a form's values always make valid settings
+    form.set_values({"preset": "subject_edit"})
+    values = form.values()
+    assert values["preset"] == "subject_edit" and values["update"] == "subject_edit"
+    assert form.recipe.currentText().startswith("Edit only where the fact is stored")
+    ForgetSettings(**values)

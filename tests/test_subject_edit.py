@@ -183,7 +183,7 @@ def test_subject_edit_job_exports_an_adapter_mlx_lm_applies(tiny_model, tmp_path
     list(run_forget(tiny_request(tmp_path, update="subject_edit", steps_per_round=3, max_rounds=1)))
     job = open_job(tmp_path / "job")
     edit = job.read()["edits"][0]
-    assert edit["strength"] >= 1.0 and isinstance(edit["survives_4bit"], bool)
+    assert edit["strength"] >= 1.0 and isinstance(edit["trained_forgotten"], bool)
     out = tmp_path / "adapter"
     for _ in export.export_adapters(job.dir, out):
         pass

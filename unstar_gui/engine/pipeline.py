@@ -498,9 +498,10 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
         info = done.value
     finally:
         job.add_timing("train", time.perf_counter() - t0)
-    # A rank-one change of one matrix can sink under the step of a 4-bit re-quantization (README "Locality":
-    # Hogwarts got one trained probe back that way). Check the trained probes the way the quantization attack will,
-    # and make the change stronger until they stay forgotten (it only looks at what training may look at).
+    # A rank-one change of one matrix can fall short on a trained probe, or sink under the step of a 4-bit
+    # re-quantization (README "Locality": Hogwarts got one trained probe back that way). Check the trained probes as
+    # they are and the way the quantization attack will, and make the change stronger until both hold (it only
+    # looks at what training may look at).
     from .evaluate.attacks import requantized
 
     strength = 1.0
@@ -508,19 +509,22 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
         if attempt:
             strengthen_edit(llm, layer, r, EDIT_STRENGTHEN)
             strength *= EDIT_STRENGTHEN
-        with requantized(llm, *EDIT_QUANT_CHECK):
-            survives = yield from _trained_probes_forgotten(job, llm, s, cancel)
+        survives = yield from _trained_probes_forgotten(job, llm, s, cancel)
+        if survives:
+            with requantized(llm, *EDIT_QUANT_CHECK):
+                survives = yield from _trained_probes_forgotten(job, llm, s, cancel)
         if survives:
             break
-    info = {**info, "strength": strength, "survives_4bit": bool(survives)}
+    info = {**info, "strength": strength, "trained_forgotten": bool(survives)}  # also after 4-bit
     job.record_edit(r, layer, info)
     trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round)
     yield Log(f"Edit {r + 1}: block {layer}, {info['rows']} paraphrases, {info['keep_rows']} same-subject "
               f"neighbours kept; each trained paraphrase gets {info['reach_min']:.0%}-{info['reach_mean']:.0%} of the "
               f"change (size {info['delta_norm'] / info['v_norm']:.1f}x the MLP output there), a general input "
-              f"about {info['leak']:.0%}." + (f" Made {strength:g}x stronger so that it survives 4-bit "
-                                              f"re-quantization." if strength > 1 else "")
-              + ("" if survives else " A trained probe still comes back after 4-bit re-quantization."))
+              f"about {info['leak']:.0%}." + (f" Made {strength:g}x stronger so that every trained probe is "
+                                              f"forgotten, also after 4-bit re-quantization." if strength > 1 else "")
+              + ("" if survives else " A trained probe still gives the fact away (as it is or after 4-bit "
+                                     "re-quantization)."))
 
 
 def _answer_token_ids(llm: LLM, fact: dict[str, Any]) -> list[int]:

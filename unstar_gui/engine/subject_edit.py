@@ -46,6 +46,7 @@ class EditSettings:
     # Adam's step on each coordinate of delta, as a share of ||v|| / sqrt(d): 0.1 moves delta by about a tenth of
     # the MLP output's size per step (ROME's absolute 0.5 is sized for GPT-J's activations).
     learning_rate: float = 0.1
+    wrong_weight: float = 1.0  # negative log-likelihood of the anti-sample's wrong answer
     unlikely_weight: float = 1.0  # -log(1 - p(true answer)) where the answer would start
     # Same-subject neighbours' loss next to the forget loss. The edit reaches every question about the subject, so
     # this term is all that keeps them: on Hogwarts' trained neighbours weight 1 kept 2 of 4, weight 3 kept 3 of 4.
@@ -204,7 +205,7 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
         def loss_fn(p: dict[str, Any]) -> tuple[Any, Any, Any]:
             state["delta"] = p["delta"]
             nll, ul = edit_losses(model(tokens[:, :-1]), tokens, mask, at, answer_ids)
-            f = (nll[:n_forget] + settings.unlikely_weight * ul[:n_forget]).mean()
+            f = (settings.wrong_weight * nll[:n_forget] + settings.unlikely_weight * ul[:n_forget]).mean()
             kp = nll[n_forget:].mean() if len(rows) > n_forget else mx.array(0.0)
             reg = settings.decay * (p["delta"] ** 2).sum() / (v_norm ** 2)
             return f + settings.keep_weight * kp + reg, f, kp
