@@ -42,3 +42,19 @@ def load_model(model_id: str | None = None) -> Any:
     record = resolve_model(ModelStore(), model_id)
     with quiet():
         return LLM(record.path, model_id=record.id)
+
+
+def load_embedded_llm() -> Any:
+    """The embedded SmolLM2 as an engine LLM from the current data folder ($UNSTAR_HOME), imported from the bundled
+    GGUF on first use (the locality benchmarks set their own data folder)."""
+    from unstar_gui.engine.embedded import embedded_gguf_path
+    from unstar_gui.engine.importers import import_gguf
+    from unstar_gui.engine.llm import LLM
+    from unstar_gui.engine.store import ModelStore
+
+    store = ModelStore()
+    try:
+        rec = store.resolve("smollm2-135m-instruct")
+    except Exception:
+        rec = import_gguf(store, embedded_gguf_path(), "smollm2-135m-instruct")
+    return LLM(rec.path, model_id=rec.id)

@@ -131,17 +131,9 @@ def main() -> None:
         print(table(json.loads(out.read_text())))
         return
     os.environ.setdefault("UNSTAR_HOME", str(ROOT / "bench" / "out" / "locality-home"))
-    from unstar_gui.engine.embedded import embedded_gguf_path
-    from unstar_gui.engine.importers import import_gguf
-    from unstar_gui.engine.llm import LLM
-    from unstar_gui.engine.store import ModelStore
+    from common import load_embedded_llm
 
-    store = ModelStore()
-    try:
-        rec = store.resolve("smollm2-135m-instruct")
-    except Exception:
-        rec = import_gguf(store, embedded_gguf_path(), "smollm2-135m-instruct")
-    llm = LLM(rec.path, model_id=rec.id)
+    llm = load_embedded_llm()
     results = [measure(llm, name) for name in args.facts.split(",")]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

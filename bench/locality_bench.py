@@ -322,17 +322,9 @@ def main() -> None:
         print("\nDefault by the validation rule (choose_default):", name, *why, sep="\n  ")
         return
     os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
-    from unstar_gui.engine.embedded import embedded_gguf_path
-    from unstar_gui.engine.importers import import_gguf
-    from unstar_gui.engine.llm import LLM
-    from unstar_gui.engine.store import ModelStore
+    from common import load_embedded_llm
 
-    store = ModelStore()
-    try:
-        rec = store.resolve("smollm2-135m-instruct")
-    except Exception:
-        rec = import_gguf(store, embedded_gguf_path(), "smollm2-135m-instruct")
-    llm = LLM(rec.path, model_id=rec.id)
+    llm = load_embedded_llm()
     root = Path(args.jobs) if args.jobs else out / "locality-jobs"
     done = {(r["fact"], r["variant"]) for r in results["runs"]}
     facts, variants = args.facts.split(","), [] if args.samples_only else args.variants.split(",")

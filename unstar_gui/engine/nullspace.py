@@ -384,7 +384,7 @@ def input_covariances(llm: Any, prompts: Sequence[str], texts: Sequence[str], ta
 def sink_covariances(llm: Any, targets: Sequence[str]) -> dict[str, np.ndarray]:
     """Input covariances of the positions the corpus leaves out (`_sequences`): the chat prefix every prompt shares
     and a plain text's first token. Left unconstrained, an update reaches every question through them (on SmolLM2 a
-    subject edit put 50-80% of its change on every prompt's prefix with eps 0.002-0.01); one short forward pass."""
+    subject edit put 34-78% of its change on every prompt's prefix with eps 0.01-0.002); one short forward pass."""
     from .llm import pad_batch
     from .locality import prompt_body_start
 
