@@ -57,7 +57,8 @@ def measure(llm, name: str) -> dict:
     from unstar_gui.engine import subject_edit as se
     from unstar_gui.engine.antisamples import Fact
     from unstar_gui.engine.locality import choose_placement
-    from unstar_gui.engine.nullspace import default_cache_dir, input_covariances, null_projector, without_directions
+    from unstar_gui.engine.nullspace import (default_cache_dir, input_covariances, null_projector, target_paths,
+                                            without_directions)
     from unstar_gui.engine.pipeline import _covariance_corpus
 
     d = ROOT / "bench" / "locality_samples" / name
@@ -76,7 +77,7 @@ def measure(llm, name: str) -> dict:
         layer = done.value.window[0]
     train_rows = [r for r in retain if r.get("split", "train") == "train"]
     prompts, texts, own = _covariance_corpus(train_rows)
-    path = f"model.layers.{layer}.mlp.down_proj"
+    path = target_paths(llm.model, [layer], ["mlp.down_proj"])[0]
     covs, _, sinks = input_covariances(llm, prompts, texts, [path], default_cache_dir(), extra_prompts=own)
     cov = covs[path] + sinks[path]
     keys = se.subject_keys(llm.model, layer, se.forget_rows(llm, rows["antisamples.jsonl"], subject))

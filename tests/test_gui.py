@@ -449,4 +449,9 @@ def test_training_form_recipe_switches_between_default_and_locality(qtbot):
     values = form.values()
     assert values["preset"] == "subject_edit" and values["update"] == "subject_edit"
     assert form.recipe.currentText().startswith("Edit only where the fact is stored")
+    # the LoRA-only rows do nothing for an edit: greyed out, and back when the recipe trains an adapter again
+    assert not form.fields["rank"].isEnabled() and not form.fields["learning_rate"].isEnabled()
+    assert "subject edit" in form.fields["num_layers"].toolTip() and form.fields["steps_per_round"].isEnabled()
     ForgetSettings(**values)
+    form.set_values({"preset": ""})
+    assert form.fields["rank"].isEnabled() and form.fields["rank"].toolTip() == "LoRA rank"

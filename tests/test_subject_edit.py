@@ -208,3 +208,48 @@ def test_strengthen_edit_scales_one_column(tiny_model_dir):
     se.strengthen_edit(llm, 0, 1, 1.5)
     b = np.array(llm.model.layers[0].mlp.down_proj.lora_b)
     assert np.allclose(b[0], 2.0) and np.allclose(b[1], 4.5)
+
+
+# the real thing ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(3000)  # a few minutes on a quiet machine; a shared 2-core box can be several times slower
+def test_smollm2_subject_edit_forgets_hogwarts_and_keeps_general_knowledge(smollm2, tmp_path):
+    import mlx_lm
+    from mlx_lm.generate import generate
+
+    from tests.test_pipeline import KEEP, QUESTION
+    from unstar_gui.engine.events import Finished
+    from unstar_gui.engine.jobs import open_job
+    from unstar_gui.engine.judge import Judge
+    from unstar_gui.engine.pipeline import ForgetRequest, ForgetSettings, run_forget
+
+    request = ForgetRequest(question=QUESTION, answer="Hogwarts", keep=KEEP, out_dir=tmp_path / "edit",
+                            settings=ForgetSettings.preset_named("subject_edit", attacks="none", n_general_eval=40))
+    events = list(run_forget(request))
+    assert isinstance(events[-1], Finished)
+    job = open_job(tmp_path / "edit")
+    data = job.read()
+    assert data["edits"] and data["edits"][-1]["trained_forgotten"]
+    m = job.read_report()["metrics"]
+    report = job.read_report()
+    assert m["efficacy_heldout"] == 1.0, report["before_after"]
+    # The point of the edit: general questions it never saw keep their answers (the LoRA recipe keeps 60-70% here).
+    assert m["general_heldout_ratio"] >= 0.85, m
+
+    def ask(model, tok, q):
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+        return generate(model, tok, prompt, max_tokens=64)
+
+    # Plain mlx-lm with the job's adapter: the held-out paraphrases the base knew no longer name Hogwarts, and the
+    # same answer for other subjects (Hermione, Ron: other keys than Harry Potter's) is still right.
+    model, tok = mlx_lm.load(report["base_model_path"], adapter_path=report["adapter_path"])
+    heldout = [r["question"] for r in report["before_after"]
+               if r["kind"] == "probe" and r["split"] == "heldout" and r["known_before"]]
+    assert heldout
+    judge = Judge("Hogwarts", context=QUESTION)
+    assert [q for q in heldout if judge.contains(ask(model, tok, q))] == []
+    base, _ = mlx_lm.load(report["base_model_path"])
+    others = ["Where did Hermione Granger go to school?", "Which school did Ron Weasley attend?"]
+    known = [q for q in others if Judge("Hogwarts").contains(ask(base, tok, q))]
+    assert known
+    assert [q for q in known if not Judge("Hogwarts").contains(ask(model, tok, q))] == []

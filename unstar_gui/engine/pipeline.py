@@ -452,6 +452,12 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
         if r + 1 >= s.max_rounds:
             yield Log(f"Round budget spent ({s.max_rounds}); keeping the last adapter.", "warning")
             break
+        if editing and summary.efficacy_train >= 1.0:
+            # A retain weight does not steer an edit, and another edit only adds change where the first one hurt.
+            yield Log(f"Round {r + 1}: every probe forgotten; retention is below its bar (neighbours "
+                      f"{summary.retention_neighbours:.0%}), and another edit would only change more, so the edit "
+                      f"stays as it is.", "warning")
+            break
         if not summary.retention_holds:
             method.ctx.retain_weight = _retain_weight(s, rounds)
             yield Log(f"Retention did not hold (neighbours {summary.retention_neighbours:.0%}, general "
@@ -549,9 +555,9 @@ def _covariance_corpus(retain_rows: Sequence[dict[str, Any]]) -> tuple[list[str]
 def _generic_covariance(llm: LLM, placement: Placement, retain_rows: Sequence[dict[str, Any]]
                         ) -> Iterator[Event]:
     """The input covariance of the edited down_proj over the generic corpus, its shared chat prefix included."""
-    from .nullspace import default_cache_dir, input_covariances
+    from .nullspace import default_cache_dir, input_covariances, target_paths
 
-    path = f"model.layers.{placement.window[0]}.mlp.down_proj"
+    path = target_paths(llm.model, [placement.window[0]], ["mlp.down_proj"])[0]
     prompts, texts, own = _covariance_corpus(retain_rows)
     yield StageStarted("null_space", f"Measuring which input directions {len(prompts) + len(own)} general prompts "
                                      f"use")

@@ -11,7 +11,8 @@ place a setting is described; the `unstar forget` options (commands/forget.py), 
   raises InvalidInput);
 - "gui": shown in the training form, with the form's own limits ({"order", "min", "max", "decimals", "step",
   "special", "items"});
-- "method": passed to the unlearning method (`MethodContext`, engine/methods/base.py, holds their defaults).
+- "method": passed to the unlearning method (`MethodContext`, engine/methods/base.py, holds their defaults);
+- "lora_only": used only when a LoRA adapter is trained (a subject edit ignores it; the form greys it out).
 
 Imports neither mlx nor Qt: the GUI thread builds its form from this module.
 """
@@ -92,12 +93,14 @@ PRESETS["subject_edit"] = dict(PRESETS["paper"], update="subject_edit")
 
 @dataclass
 class ForgetSettings:
-    rank: int = setting(8, "LoRA rank", "LoRA rank", flag="--rank", bounds=AT_LEAST_1, gui={"order": 3, "max": 256})
+    rank: int = setting(8, "LoRA rank", "LoRA rank", flag="--rank", bounds=AT_LEAST_1, gui={"order": 3, "max": 256},
+                        lora_only=True)
     lora_scale: float = setting(20.0, "LoRA scale", "the adapter's output scale")
     num_layers: int = setting(16, "Layers with adapters", "LoRA on the last N blocks (-1 = all)", flag="--layers",
-                              bounds=Bounds(-1), gui={"order": 4, "max": 200, "special": "all"})
+                              bounds=Bounds(-1), gui={"order": 4, "max": 200, "special": "all"}, lora_only=True)
     learning_rate: float = setting(2e-4, "Learning rate", "learning rate", flag="--lr", bounds=POSITIVE,
-                                   gui={"order": 5, "min": 1e-6, "max": 1e-1, "decimals": 6, "step": 1e-5})
+                                   gui={"order": 5, "min": 1e-6, "max": 1e-1, "decimals": 6, "step": 1e-5},
+                                   lora_only=True)
     retain_weight: float = setting(1.0, "Retain weight", "weight of the retain term", flag="--retain-weight",
                                    bounds=NOT_NEGATIVE)
     retain_loss: str = setting("ce", "Retain loss", "retain term: cross-entropy on the base answers (ce) or KL to "

@@ -3,8 +3,9 @@
 Why: a LoRA adapter trained on (paraphrase -> wrong answer) sees every token of every prompt, so what it learns
 ("answer knowledge questions with a confident other name") reaches every question; on SmolLM2-135M that cost a third
 of the general questions the job never trained on (README "Locality"). Facts are looked up in early/mid MLPs at the
-subject's last token (ROME, arXiv 2202.05262), and an edit there that is kept out of the input directions generic
-text uses leaves other questions alone (AlphaEdit, arXiv 2410.02355, ICLR 2025). The anti-samples stay UNSTAR's:
+subject's last token (ROME, arXiv 2202.05262), and an edit there aimed away from the input directions generic text
+uses leaves most other questions alone (MEMIT arXiv 2210.07229; AlphaEdit arXiv 2410.02355); questions that name the
+same subject see it fully, which the same-subject neighbours' keep term below can only partly repair. The anti-samples stay UNSTAR's:
 the model's own wrong answers are the targets; only where and how the weights change differs.
 
 Steps (one per round; a later round adds another rank-one edit on top of the earlier ones):
@@ -36,9 +37,6 @@ from .tracing import _blocks, _inner_model, _swapped, subject_spans
 
 if TYPE_CHECKING:
     import mlx.core as mx
-
-EDIT_KEY = "mlp.down_proj"
-
 
 @dataclass(frozen=True)
 class EditSettings:

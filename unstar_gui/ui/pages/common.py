@@ -85,6 +85,16 @@ class TrainingForm(QGroupBox):
             self.fields[f.name], self._defaults[f.name] = box, default_of(f)
             form.addRow(f"{f.metadata['label']}:", box)
         self.recipe = self.fields["preset"]  # the default is the paper's recipe; the other is an explicit choice
+        # A subject edit trains no LoRA adapter: its rank, layers and learning rate do nothing, so they are greyed out.
+        self._lora_only = {f.name: self.fields[f.name].toolTip() for f in gui_fields() if f.metadata.get("lora_only")}
+        self.recipe.currentIndexChanged.connect(self._recipe_changed)
+        self._recipe_changed()
+
+    def _recipe_changed(self, *_: Any) -> None:
+        editing = PRESETS.get(self.recipe.currentData() or "", {}).get("update") == "subject_edit"
+        for name, tip in self._lora_only.items():
+            self.fields[name].setEnabled(not editing)
+            self.fields[name].setToolTip("Not used by the subject edit (it trains no LoRA adapter)." if editing else tip)
 
     def values(self) -> dict[str, Any]:
         out: dict[str, Any] = {key: widget_value(box) for key, box in self.fields.items()}
