@@ -370,7 +370,8 @@ def input_covariances(llm: Any, prompts: Sequence[str], texts: Sequence[str], ta
     else:
         covs, n_tokens = _measure(llm, prompts, texts, targets, batch_size, max_len)
         # rounded through float32 like the covariances (the cache stores float32): cached and fresh builds agree
-        sinks = {k: np.asarray(v, dtype=np.float32).astype(np.float64) for k, v in sink_covariances(llm, targets).items()}
+        sinks = {k: np.asarray(v, dtype=np.float32).astype(np.float64)
+                 for k, v in sink_covariances(llm, targets).items()}
         if cache_path is not None:
             _write_cache(cache_path, covs, n_tokens, sinks)
     if extra_prompts:
