@@ -253,3 +253,15 @@ def test_smollm2_subject_edit_forgets_hogwarts_and_keeps_general_knowledge(smoll
     known = [q for q in others if Judge("Hogwarts").contains(ask(base, tok, q))]
     assert known
     assert [q for q in known if not Judge("Hogwarts").contains(ask(model, tok, q))] == []
+
+
+def test_edit_refuses_when_no_paraphrase_names_the_subject(tiny_model_dir):
+    from unstar_gui.engine.errors import JobError
+
+    llm = LLM(tiny_model_dir)
+    llm.attach_lora(LoraSettings.for_window(0, 1, len(llm.model.layers), rank=1, scale=1.0, keys=("mlp.down_proj",)))
+    steps = se.edit_round(llm, 0, [_anti("Where did the boy wizard go to school?")], [], SUBJECT, [], None,
+                          se.EditSettings(steps=1))
+    with pytest.raises(JobError, match="None of the trained paraphrases names the subject") as err:
+        next(steps)
+    assert "--update lora" in err.value.hint
