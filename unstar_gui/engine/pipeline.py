@@ -393,7 +393,8 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                   f"{s.dense_batch_size} fresh ones per step.")
     generic_cov = None
     if editing:
-        generic_cov = yield from _generic_covariance(llm, Placement.from_dict(job.read()["placement"]), retain_rows)
+        edit_layer = Placement.from_dict(job.read()["placement"]).window[0]  # recorded above, or before a resume
+        generic_cov = yield from _generic_covariance(llm, edit_layer, retain_rows)
     elif s.null_space_eps > 0:
         null_space = yield from _null_space(job, llm, s, retain_rows)
         trainer.after_update = lambda: null_space.apply(llm.model)
@@ -402,7 +403,7 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
 
     while r < s.max_rounds:
         if step < s.steps_per_round and editing:
-            yield from _edit_round(job, llm, trainer, s, r, subject, retain_rows, generic_cov, cancel)
+            yield from _edit_round(job, llm, trainer, s, r, edit_layer, subject, retain_rows, generic_cov, cancel)
             step = s.steps_per_round
         if step < s.steps_per_round:
             anti = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) <= r]
@@ -478,14 +479,11 @@ EDIT_QUANT_TRIES = 4  # checks at most: strengths 1, 1.5, 2.25, 3.4
 EDIT_STRENGTHEN = 1.5
 
 
-def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int, subject: str,
+def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int, layer: int, subject: str,
                 retain_rows: Sequence[dict[str, Any]], generic_cov: np.ndarray, cancel: CancelToken
                 ) -> Iterator[Event]:
-    """Round r of a subject edit (engine/subject_edit.py): fit the change at the subject, solve the rank-one edit,
-    checkpoint it. The same-subject neighbours the job trains on keep their base answers."""
-    data = job.read()
-    placement = Placement.from_dict(data["placement"])
-    layer = placement.window[0]
+    """Round r of a subject edit (engine/subject_edit.py) on block `layer`: fit the change at the subject, solve the
+    rank-one edit, checkpoint it. The same-subject neighbours the job trains on keep their base answers."""
     anti = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) <= r]
     keep = [(row["question"], row["target"]) for row in retain_rows
             if row.get("kind") == RetainKind.NEIGHBOUR_SUBJECT.value and row.get("known")]
@@ -493,7 +491,7 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
     yield StageStarted("train", f"Editing block {layer}'s MLP at the subject {subject!r}: {s.steps_per_round} steps "
                                 f"on the anti-samples' wrong answers", round=r)
     t0 = time.perf_counter()
-    steps = edit_round(llm, layer, anti, keep, subject, _answer_token_ids(llm, data["fact"]), generic_cov,
+    steps = edit_round(llm, layer, anti, keep, subject, trainer.method.ctx.answer_token_ids, generic_cov,
                        EditSettings(steps=s.steps_per_round), round=r, cancel=cancel)
     try:
         while True:
@@ -552,12 +550,11 @@ def _covariance_corpus(retain_rows: Sequence[dict[str, Any]]) -> tuple[list[str]
     return prompts, texts, [row["question"] for row in retain_rows]
 
 
-def _generic_covariance(llm: LLM, placement: Placement, retain_rows: Sequence[dict[str, Any]]
-                        ) -> Iterator[Event]:
-    """The input covariance of the edited down_proj over the generic corpus, its shared chat prefix included."""
+def _generic_covariance(llm: LLM, layer: int, retain_rows: Sequence[dict[str, Any]]) -> Iterator[Event]:
+    """The input covariance of block `layer`'s down_proj over the generic corpus, its shared chat prefix included."""
     from .nullspace import default_cache_dir, input_covariances, target_paths
 
-    path = target_paths(llm.model, [placement.window[0]], ["mlp.down_proj"])[0]
+    path = target_paths(llm.model, [layer], ["mlp.down_proj"])[0]
     prompts, texts, own = _covariance_corpus(retain_rows)
     yield StageStarted("null_space", f"Measuring which input directions {len(prompts) + len(own)} general prompts "
                                      f"use")

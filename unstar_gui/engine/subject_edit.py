@@ -33,7 +33,7 @@ import numpy as np
 
 from .cancel import CancelToken
 from .events import Event, TrainStep
-from .tracing import _blocks, _inner_model, _swapped, subject_spans
+from .tracing import _blocks, _inner_model, _swapped, subject_span
 
 if TYPE_CHECKING:
     import mlx.core as mx
@@ -69,8 +69,8 @@ class EditRow:
 def subject_position(llm: Any, prompt: Sequence[int], subject: str) -> int | None:
     """The last token of the subject's last mention in a prompt (ROME's lookup position), or None."""
     decode = getattr(getattr(llm, "tokenizer", None), "decode", None)
-    spans = subject_spans(llm.encode, list(prompt), subject, decode=decode)
-    return spans[-1][1] - 1 if spans else None
+    span = subject_span(llm.encode, list(prompt), subject, decode=decode)
+    return span[1] - 1 if span else None
 
 
 def forget_rows(llm: Any, antisamples: Sequence[dict[str, Any]], subject: str) -> list[EditRow]:
@@ -253,45 +253,48 @@ def solve_edit(keys: np.ndarray, delta: np.ndarray, cov: np.ndarray | None, l2: 
     return a_inv_kt @ w, np.asarray(delta, dtype=np.float64)
 
 
-def set_edit(llm: Any, layer: int, column: int, u: np.ndarray, delta: np.ndarray) -> None:
-    """Write one rank-one edit into column `column` of the LoRA layer on block `layer`'s down_proj (scale 1)."""
+def _rewrite(llm: Any, layer: int, change: Any) -> None:
+    """Read the LoRA layer on block `layer`'s down_proj as numpy (lora_a, lora_b), let `change(a, b, scale)` edit
+    them in place, write them back."""
     import mlx.core as mx
 
     lora = _mlp_parent(llm.model, layer)["down_proj"]
     if not hasattr(lora, "lora_a"):
         raise RuntimeError(f"Block {layer}'s down_proj carries no LoRA layer to hold the edit.")
-    rank = lora.lora_a.shape[1]
-    if not 0 <= column < rank:
-        raise ValueError(f"The adapter has room for {rank} edits (rank); this would be edit {column + 1}.")
     a = np.array(lora.lora_a, dtype=np.float32)
     b = np.array(lora.lora_b, dtype=np.float32)
-    a[:, column] = u / float(lora.scale)
-    b[column, :] = delta
+    change(a, b, float(lora.scale))
     lora.lora_a = mx.array(a)
     lora.lora_b = mx.array(b)
     mx.eval(lora.lora_a, lora.lora_b)
 
 
+def set_edit(llm: Any, layer: int, column: int, u: np.ndarray, delta: np.ndarray) -> None:
+    """Write one rank-one edit into column `column` of the LoRA layer on block `layer`'s down_proj (scale 1)."""
+    def change(a: np.ndarray, b: np.ndarray, scale: float) -> None:
+        rank = a.shape[1]
+        if not 0 <= column < rank:
+            raise ValueError(f"The adapter has room for {rank} edits (rank); this would be edit {column + 1}.")
+        a[:, column] = u / scale
+        b[column, :] = delta
+
+    _rewrite(llm, layer, change)
+
+
 def strengthen_edit(llm: Any, layer: int, column: int, factor: float) -> None:
     """Multiply one edit's delta (lora_b row `column`) by `factor`."""
-    import mlx.core as mx
+    def change(a: np.ndarray, b: np.ndarray, scale: float) -> None:
+        b[column, :] *= float(factor)
 
-    lora = _mlp_parent(llm.model, layer)["down_proj"]
-    b = np.array(lora.lora_b, dtype=np.float32)
-    b[column, :] *= float(factor)
-    lora.lora_b = mx.array(b)
-    mx.eval(lora.lora_b)
+    _rewrite(llm, layer, change)
 
 
 def clear_unused(llm: Any, layer: int, used: int) -> None:
     """Zero every column of the edit layer from `used` on (a fresh LoRA layer starts with random lora_a)."""
-    import mlx.core as mx
+    def change(a: np.ndarray, b: np.ndarray, scale: float) -> None:
+        a[:, used:] = 0.0
 
-    lora = _mlp_parent(llm.model, layer)["down_proj"]
-    a = np.array(lora.lora_a, dtype=np.float32)
-    a[:, used:] = 0.0
-    lora.lora_a = mx.array(a)
-    mx.eval(lora.lora_a)
+    _rewrite(llm, layer, change)
 
 
 def reached(keys: np.ndarray, u: np.ndarray) -> tuple[float, float]:
