@@ -36,7 +36,7 @@ def token_keys(llm, layer: int, questions: list[str]) -> list[np.ndarray]:
     """down_proj's inputs at every token of each chat prompt, (tokens, d_in) per question."""
     import mlx.core as mx
 
-    from unstar_gui.engine.tracing import _swapped
+    from unstar_gui.engine.module_swap import swapped
 
     parent = llm.model.layers[layer].mlp
     out = []
@@ -47,7 +47,7 @@ def token_keys(llm, layer: int, questions: list[str]) -> list[np.ndarray]:
             seen["x"] = x
             return m(x, *a, **k)
 
-        with _swapped([(parent, "down_proj", rec)]):
+        with swapped([(parent, "down_proj", rec)]):
             mx.eval(llm.model(mx.array([llm.chat_tokens(q)])))
         out.append(np.asarray(seen["x"][0].astype(mx.float32), dtype=np.float64))
     return out

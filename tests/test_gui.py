@@ -178,6 +178,8 @@ def test_wizard_end_to_end_with_cancel_resume_and_export(qtbot, window, tiny_mod
     results.show_unknown.setChecked(True)
     assert results.table.rowCount() == len(report["before_after"]) > 0
     assert {label.text() for label in results.metric_labels.values()} == {"n/a"}
+    # where the change went, from job.json (the default recipe: the last blocks, no causal trace to chart)
+    assert "of the last" in results.change_text.text() and results.trace_chart.isHidden()
     screenshot(window, "wizard-6-results")
     qtbot.mouseClick(wizard.next_btn, Qt.MouseButton.LeftButton)
 
@@ -455,3 +457,22 @@ def test_training_form_recipe_switches_between_default_and_locality(qtbot):
     ForgetSettings(**values)
     form.set_values({"preset": ""})
     assert form.fields["rank"].isEnabled() and form.fields["rank"].toolTip() == "LoRA rank"
+
+
+def test_results_show_where_a_subject_edit_changed_the_model(qtbot, window):
+    """The Results page's "What changed" section: the edit in words, and the causal trace with the edited block in
+    the forget colour (the other blocks grey)."""
+    results = window.forget_page.steps[5]
+    effects = [0.05, 0.7, 0.3, -0.02]
+    results._show_change({"placement": {"keys": "down", "window": [1, 2],
+                                        "traced": {"effects": effects, "subject": "Japan"}},
+                          "edits": [{"round": 0, "layer": 1, "rows": 9, "keep_rows": 6, "strength": 2.25}]})
+    text = results.change_text.text()
+    assert "around block 1, at the subject 'Japan'" in text and "rank-one edit of block 1's MLP" in text
+    assert "2.25x stronger" in text
+    assert not results.trace_chart.isHidden()
+    changed, other = results.trace_chart.values()
+    assert changed == [0.0, 70.0, 0.0, 0.0]
+    assert [round(v, 6) for v in other] == [5.0, 0.0, 30.0, 0.0]  # noise below zero is drawn as nothing
+    results._show_change({})  # a job that says nothing about its change: the section goes away
+    assert results.change_title.isHidden() and results.trace_chart.isHidden()

@@ -188,7 +188,8 @@ def test_subject_edit_job_exports_an_adapter_mlx_lm_applies(tiny_model, tmp_path
     for _ in export.export_adapters(job.dir, out):
         pass
     card = (out / "README.md").read_text()
-    assert f"a rank-one edit of block {edit['layer']}'s MLP (down_proj)" in card and "| update | subject_edit |" in card
+    assert f"a rank-one edit of block {edit['layer']}'s MLP at the subject's last token" in card
+    assert "| update | subject_edit |" in card
 
     ours = LLM(tiny_model.path)
     ours.load_adapter(out)

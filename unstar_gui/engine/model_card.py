@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .records import AttackResult, Report
+from .weight_change import describe_change
 
 
 @dataclass(frozen=True)
@@ -288,17 +289,16 @@ def render_card(job: dict[str, Any], report: dict[str, Any] | None, kind: str, o
 
     method = job.get("method") or (job.get("settings") or {}).get("method", "unstar")
     lines += ["", "## Method and settings", "", f"- Method: {method}"]
-    for edit in job.get("edits") or []:
-        lines.append(f"- Round {int(edit.get('round', 0)) + 1}: a rank-one edit of block {edit.get('layer')}'s MLP "
-                     f"(down_proj) at the subject's last token, fitted on {edit.get('rows')} paraphrases"
-                     + (f", {edit['strength']:g}x strength to survive 4-bit re-quantization"
-                        if (edit.get("strength") or 1) > 1 else ""))
     if job.get("seed") is not None:
         lines.append(f"- Seed: {job['seed']}")
     settings = job.get("settings") or {}
     if settings:
         lines += ["", "| Setting | Value |", "|---|---|"]
         lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in settings.items()]
+
+    change = describe_change(job)
+    if change:
+        lines += ["", "## What changed in the weights", ""] + [f"- {line}" for line in change]
 
     lines += ["", "## Evaluation (from the job's report)", ""] + _evaluation_lines(report)
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from .cancel import CancelToken
 from .events import Event, TrainStep
-from .tracing import _blocks, _inner_model, _swapped, subject_span
+from .module_swap import blocks, inner_model, swapped
+from .tracing import subject_span
 
 if TYPE_CHECKING:
     import mlx.core as mx
@@ -127,7 +128,7 @@ def _batch(rows: Sequence[EditRow]) -> tuple["mx.array", "mx.array", "mx.array",
 
 
 def _mlp_parent(model: Any, layer: int) -> Any:
-    return _blocks(_inner_model(model))[layer]["mlp"]
+    return blocks(inner_model(model))[layer]["mlp"]
 
 
 def subject_keys(model: Any, layer: int, rows: Sequence[EditRow]) -> np.ndarray:
@@ -141,7 +142,7 @@ def subject_keys(model: Any, layer: int, rows: Sequence[EditRow]) -> np.ndarray:
         seen["x"] = (x * where.astype(x.dtype)).sum(axis=1)
         return m(x, *a, **k)
 
-    with _swapped([(_mlp_parent(model, layer), "down_proj", record)]):
+    with swapped([(_mlp_parent(model, layer), "down_proj", record)]):
         mx.eval(model(tokens[:, :-1]))
         keys = seen["x"]
         mx.eval(keys)
@@ -192,7 +193,7 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
             return y
         return y + where.astype(y.dtype) * d.astype(y.dtype)
 
-    with _swapped([(parent, "down_proj", add_delta)]):
+    with swapped([(parent, "down_proj", add_delta)]):
         mx.eval(model(tokens[:, :-1]))  # the MLP output v at the subject, without delta
         v_norm = max(float(mx.sqrt((outs["v"][:n_forget] ** 2).sum(axis=-1)).mean().item()), 1e-6)
         dims = int(outs["v"].shape[-1])

@@ -20,10 +20,12 @@ lm_head see only the last position.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from .module_swap import blocks as model_blocks
+from .module_swap import inner_model, swapped
 
 if TYPE_CHECKING:  # mlx is imported where it is used, like the rest of the engine
     import mlx.core as mx
@@ -73,90 +75,11 @@ class FactLocation:
         return d
 
 
-# module plumbing -----------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def _wrap_class() -> type:
-    import mlx.nn as nn
-
-    class _Wrap(nn.Module):
-        """Stands in for a module during a trace: calls `fn(inner, *args, **kwargs)`; other attributes go to
-        `inner` (e.g. `embed_tokens.as_linear` for tied heads)."""
-
-        def __init__(self, inner: nn.Module, fn: Callable[..., Any]) -> None:
-            super().__init__()
-            self.inner = inner
-            object.__setattr__(self, "_fn", fn)  # a plain attribute, not part of the module tree
-
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return self._fn(self.inner, *args, **kwargs)
-
-        def __getattr__(self, name: str) -> Any:
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                return getattr(super().__getattr__("inner"), name)
-
-    return _Wrap
-
-
-def _inner_model(model: nn.Module) -> nn.Module:
-    """The module holding `embed_tokens` and `layers` (llama's `model.model`; multimodal wrappers one level deeper)."""
-    import mlx.nn as nn
-
-    candidates = [model]
-    for name in ("model", "language_model"):
-        sub = model[name] if name in model else None
-        if isinstance(sub, nn.Module):
-            candidates.append(sub)
-            if "model" in sub and isinstance(sub["model"], nn.Module):
-                candidates.append(sub["model"])
-    for c in reversed(candidates):
-        if "embed_tokens" in c and "layers" in c:
-            return c
-    raise ValueError("Causal tracing needs an mlx-lm model with `embed_tokens` and `layers` (llama-style).")
-
-
-def _blocks(inner: nn.Module) -> list[Any]:
-    import mlx.nn as nn
-
-    layers = inner["layers"]
-    if not layers or not all(isinstance(b, nn.Module) and "mlp" in b for b in layers):
-        raise ValueError("Causal tracing needs transformer blocks with an `.mlp` module.")
-    return layers
-
-
-def _set(parent: Any, key: Any, value: Any) -> None:
-    if isinstance(parent, list):
-        parent[key] = value
-    else:
-        setattr(parent, key, value)
-
-
-@contextlib.contextmanager
-def _swap(parent: Any, key: Any, fn: Callable[..., Any]) -> Iterator[None]:
-    orig = parent[key]
-    _set(parent, key, _wrap_class()(orig, fn))
-    try:
-        yield
-    finally:
-        _set(parent, key, orig)
-
-
-@contextlib.contextmanager
-def _swapped(swaps: Sequence[tuple[Any, Any, Callable[..., Any]]]) -> Iterator[None]:
-    """Wrap modules for the duration: each swap is (parent, key, fn), parent a Module (attribute) or a list of
-    blocks; every original is put back on the way out, also after an error half-way."""
-    with contextlib.ExitStack() as stack:
-        for parent, key, fn in swaps:
-            stack.enter_context(_swap(parent, key, fn))
-        yield
-
-
 def embedding_std(model: nn.Module) -> float:
     """Std of the token embeddings (through the embedding module, so quantized tables work too)."""
     import mlx.core as mx
 
-    embed = _inner_model(model)["embed_tokens"]
+    embed = inner_model(model)["embed_tokens"]
     vocab = _vocab_size(embed)
     if vocab <= _STD_ROWS:
         ids = mx.arange(vocab)
@@ -224,8 +147,8 @@ def trace_layers(model: nn.Module, tokens: list[int], subject: tuple[int, int], 
     samples = max(1, int(samples))
     target = int(target_ids[0])
     pos = hi - 1
-    inner = _inner_model(model)
-    blocks = _blocks(inner)
+    inner = inner_model(model)
+    blocks = model_blocks(inner)
     n_blocks = len(blocks)
     w = max(1, int(restore_window))
     if noise_scale is None:
@@ -246,7 +169,7 @@ def trace_layers(model: nn.Module, tokens: list[int], subject: tuple[int, int], 
             return out
         return fn
 
-    with _swapped(last_only + [(b, "mlp", recorder(i)) for i, b in enumerate(blocks)]):
+    with swapped(last_only + [(b, "mlp", recorder(i)) for i, b in enumerate(blocks)]):
         probs = _last_probs(model, mx.array([tokens], dtype=mx.int32))
         mx.eval(probs, *clean)
     p_clean = float(probs[0, target].item())
@@ -272,7 +195,7 @@ def trace_layers(model: nn.Module, tokens: list[int], subject: tuple[int, int], 
     cache = None
     if pos > 0:
         current["noise"] = noise[:, :pos]
-        with _swapped(last_only + embed_swap):
+        with swapped(last_only + embed_swap):
             cache = _prefix_cache(model, xb[:, :pos], n)
     start = pos if cache is not None else 0
     offsets = [c.offset for c in cache] if cache is not None else []
@@ -297,7 +220,7 @@ def trace_layers(model: nn.Module, tokens: list[int], subject: tuple[int, int], 
             return out
         return fn
 
-    with _swapped(last_only + embed_swap + [(blocks, i, block_recorder(i)) for i in range(n_blocks)]):
+    with swapped(last_only + embed_swap + [(blocks, i, block_recorder(i)) for i in range(n_blocks)]):
         probs = run()
         mx.eval(*_arrays(corrupt_out))
     p_corrupt = float(probs[:, target].mean().item())
@@ -320,7 +243,7 @@ def trace_layers(model: nn.Module, tokens: list[int], subject: tuple[int, int], 
         first, last = max(0, layer - w // 2), min(n_blocks, layer - (-w // 2))
         swaps = last_only + embed_swap + [(blocks, i, replay(i)) for i in range(first)]
         swaps += [(blocks[i], "mlp", restore(i)) for i in range(first, last)]
-        with _swapped(swaps):
+        with swapped(swaps):
             probs = run()
         effects.append(float(probs[:, target].mean().item()) - p_corrupt)
     return TraceResult(p_clean=p_clean, p_corrupt=p_corrupt, effects=tuple(effects))
@@ -465,7 +388,7 @@ def locate_fact(llm: Any, question: str, answer: str, subject: str, window: int,
     base = llm.base_model() if getattr(llm, "lora", None) is not None else contextlib.nullcontext()
     with base:
         model = llm.model
-        _blocks(_inner_model(model))
+        model_blocks(inner_model(model))
         decode = getattr(getattr(llm, "tokenizer", None), "decode", None)
         prefix = ""
         if use_reply:

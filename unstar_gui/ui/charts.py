@@ -1,8 +1,10 @@
-"""Live training charts (QtCharts): forget and retain loss per step, efficacy and retention per round."""
+"""Charts (QtCharts): forget and retain loss per step and efficacy and retention per round, live during training;
+the causal trace of a finished job on the Results page."""
 
 from __future__ import annotations
 
-from PySide6.QtCharts import QChart, QChartView, QLineSeries, QValueAxis
+from PySide6.QtCharts import (QBarCategoryAxis, QBarSet, QChart, QChartView, QLineSeries, QStackedBarSeries,
+                              QValueAxis)
 from PySide6.QtCore import QMargins, QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 
@@ -105,3 +107,52 @@ class RoundChart(_LiveChart):
         self.x_axis.setRange(0, rounds + 1)
         self.x_axis.setTickCount(rounds + 2)
         self.y_axis.setRange(self._y_min, self._y_max)
+
+
+class TraceChart(QChartView):
+    """The causal trace of a finished job: per block, how much of the answer restoring that block's MLP output brings
+    back (engine/tracing.py); the blocks the job changed in the forget colour, the others grey."""
+
+    def __init__(self) -> None:
+        chart = QChart()
+        chart.setTitle("Where the model looks the fact up (causal tracing)")
+        chart.setMargins(QMargins(4, 4, 4, 4))
+        chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        super().__init__(chart)
+        self.setRenderHint(QPainter.RenderHint.Antialiasing)
+        self.setMinimumHeight(180)
+        self.changed = QBarSet("changed by this job")
+        self.changed.setColor(FORGET_COLOR)
+        self.other = QBarSet("other blocks")
+        self.other.setColor(QColor("#adb5bd"))
+        self.bars = QStackedBarSeries()  # each block's bar sits in one of the two sets (0 in the other)
+        self.bars.append(self.changed)
+        self.bars.append(self.other)
+        chart.addSeries(self.bars)
+        self.x_axis = QBarCategoryAxis()
+        self.x_axis.setTitleText("block")
+        self.y_axis = QValueAxis()
+        self.y_axis.setTitleText("answer restored")
+        self.y_axis.setLabelFormat("%.0f%%")
+        chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
+        chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
+        self.bars.attachAxis(self.x_axis)
+        self.bars.attachAxis(self.y_axis)
+
+    def set_trace(self, effects: list[float], changed: set[int] | frozenset[int] | tuple[int, ...]) -> None:
+        """effects: per block, the recovered probability (0-1; may be slightly negative: noise)."""
+        for s in (self.changed, self.other):
+            s.remove(0, s.count())
+        changed = set(changed)
+        for i, e in enumerate(effects):
+            value = 100 * max(float(e), 0.0)
+            self.changed.append(value if i in changed else 0.0)
+            self.other.append(0.0 if i in changed else value)
+        self.x_axis.setCategories([str(i) for i in range(len(effects))])
+        top = max([100 * max(float(e), 0.0) for e in effects] + [1.0])
+        self.y_axis.setRange(0.0, top * 1.1)
+
+    def values(self) -> tuple[list[float], list[float]]:
+        """(changed, other) bar heights, in percent: what the chart shows."""
+        return ([self.changed.at(i) for i in range(self.changed.count())],
+                [self.other.at(i) for i in range(self.other.count())])

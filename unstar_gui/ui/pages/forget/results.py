@@ -9,6 +9,8 @@ from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import QCheckBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
+from ....engine.weight_change import describe_change, trace_of
+from ...charts import TraceChart
 from ...dialogs import show_error
 from ...tables import Column, RowsTable
 from ..common import percent
@@ -111,6 +113,18 @@ class ResultsStep(Step):
         self.show_unknown.setToolTip("They can't show forgetting or keeping: the base model got them wrong already.")
         self.show_unknown.toggled.connect(lambda _: self._fill_table())
         self._rows: list[dict[str, Any]] = []
+        # What the job changed in the weights and where the fact is looked up: text beside the causal trace.
+        self.change_title = QLabel("What changed in the model")
+        self.change_title.setObjectName("sectionTitle")
+        self.change_text = QLabel("")
+        self.change_text.setWordWrap(True)
+        self.change_text.setTextFormat(Qt.TextFormat.PlainText)
+        self.change_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.trace_chart = TraceChart()
+        self.trace_chart.setMaximumHeight(220)
+        change_row = QHBoxLayout()
+        change_row.addWidget(self.change_text, 1)
+        change_row.addWidget(self.trace_chart, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.verdict)
         layout.addWidget(self.outcome_lines)
@@ -118,6 +132,8 @@ class ResultsStep(Step):
         layout.addLayout(attack_row)  # attacks above the long table: a failed one is seen without scrolling
         layout.addWidget(self.eval_progress)
         layout.addWidget(self.attacks)
+        layout.addWidget(self.change_title)
+        layout.addLayout(change_row)
         layout.addWidget(self.show_unknown)
         layout.addWidget(self.table, 1)
 
@@ -163,6 +179,17 @@ class ResultsStep(Step):
         self.eval_status.setText("Evaluation incomplete" if not evaluation
                                  else "" if attacks else "No attacks run: nothing the base model knew to bring back")
         self.report_btn.setEnabled(job.file("report.html").exists())
+        self._show_change(job.read())
+
+    def _show_change(self, data: dict[str, Any]) -> None:
+        lines = describe_change(data)
+        trace = trace_of(data)
+        self.change_text.setText("\n".join(f"• {line}" for line in lines))
+        if trace is not None:
+            self.trace_chart.set_trace(list(trace.effects), trace.changed)
+        self.trace_chart.setVisible(trace is not None)
+        for w in (self.change_title, self.change_text):
+            w.setVisible(bool(lines))
 
     def _fill_table(self) -> None:
         shown = self._rows if self.show_unknown.isChecked() else [r for r in self._rows if r.get("known_before")]
