@@ -3,8 +3,7 @@ the causal trace of a finished job on the Results page."""
 
 from __future__ import annotations
 
-from PySide6.QtCharts import (QBarCategoryAxis, QBarSet, QChart, QChartView, QLineSeries, QStackedBarSeries,
-                              QValueAxis)
+from PySide6.QtCharts import QBarSet, QChart, QChartView, QLineSeries, QStackedBarSeries, QValueAxis
 from PySide6.QtCore import QMargins, QPointF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen
 
@@ -115,25 +114,30 @@ class TraceChart(QChartView):
 
     def __init__(self) -> None:
         chart = QChart()
-        chart.setTitle("Where the model looks the fact up (causal tracing)")
+        chart.setTitle("Where the model looks the fact up: the answer restored per block (causal tracing)")
         chart.setMargins(QMargins(4, 4, 4, 4))
         chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
         super().__init__(chart)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
-        self.setMinimumHeight(180)
+        self.setMinimumHeight(200)
         self.changed = QBarSet("changed by this job")
         self.changed.setColor(FORGET_COLOR)
         self.other = QBarSet("other blocks")
         self.other.setColor(QColor("#adb5bd"))
         self.bars = QStackedBarSeries()  # each block's bar sits in one of the two sets (0 in the other)
+        self.bars.setBarWidth(0.8)
         self.bars.append(self.changed)
         self.bars.append(self.other)
         chart.addSeries(self.bars)
-        self.x_axis = QBarCategoryAxis()
+        # A value axis, not a category one: 30 block names do not fit under the bars, every 5th does.
+        self.x_axis = QValueAxis()
         self.x_axis.setTitleText("block")
+        self.x_axis.setLabelFormat("%d")
+        self.x_axis.setTickType(QValueAxis.TickType.TicksDynamic)
+        self.x_axis.setTickAnchor(0)
         self.y_axis = QValueAxis()
-        self.y_axis.setTitleText("answer restored")
         self.y_axis.setLabelFormat("%.0f%%")
+        self.y_axis.setTickCount(3)
         chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
         chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
         self.bars.attachAxis(self.x_axis)
@@ -148,7 +152,9 @@ class TraceChart(QChartView):
             value = 100 * max(float(e), 0.0)
             self.changed.append(value if i in changed else 0.0)
             self.other.append(0.0 if i in changed else value)
-        self.x_axis.setCategories([str(i) for i in range(len(effects))])
+        n = max(len(effects), 1)
+        self.x_axis.setRange(-0.5, n - 0.5)
+        self.x_axis.setTickInterval(5 if n > 10 else 1)
         top = max([100 * max(float(e), 0.0) for e in effects] + [1.0])
         self.y_axis.setRange(0.0, top * 1.1)
 

@@ -123,7 +123,7 @@ class ResultsStep(Step):
         self.trace_chart = TraceChart()
         self.trace_chart.setMaximumHeight(220)
         change_row = QHBoxLayout()
-        change_row.addWidget(self.change_text, 1)
+        change_row.addWidget(self.change_text, 1, Qt.AlignmentFlag.AlignTop)
         change_row.addWidget(self.trace_chart, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.verdict)
