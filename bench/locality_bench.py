@@ -7,7 +7,11 @@ check questions) are built once; then the adapter is retrained under each varian
   given to the job (same answer for other subjects, same subject other relations);
 - general knowledge on the evaluation split of resources/data/general (never trained on, never used to choose
   settings inside a job): hits / questions the base model answered right;
-- perplexity on the public-domain reference paragraph; training and total time.
+- perplexity on the public-domain reference paragraph; training and total time;
+- the general evaluation split once more, "rebased": counted against the base model's answers asked on this machine
+  (`base_general`) instead of the answers recorded when the samples were built (they differ where the samples were
+  built on another machine: `python bench/locality_bench.py --rebase` re-counts finished runs whose job folders are
+  kept).
 
     python bench/locality_bench.py [--facts hogwarts,paris] [--variants paper,traced_mlp] [--out DIR]
     python bench/locality_bench.py --table            # print the Markdown table from DIR/locality.json
@@ -20,6 +24,7 @@ fixed here, before the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -128,9 +133,10 @@ def ask_known(llm: Any, items: list[tuple[str, str, list[str]]], max_tokens: int
     return [Judge(ref, tuple(al)).contains(a) for (q, ref, al), a in zip(items, answers)]
 
 
-def general_counts(job_dir: Path) -> dict[str, list[int]]:
+def general_counts(job_dir: Path, base_now: dict[str, str] | None = None) -> dict[str, list[int]]:
     """[kept, known] on the validation and evaluation splits, judged from the answers the job recorded with the
-    job's own rule (judge.known_retain), base and after alike."""
+    job's own rule (judge.known_retain), base and after alike; with `base_now` (question -> the base model's answer
+    asked in this bench's folder, `base_general`) also the same counts against those ("..._rebased")."""
     from unstar_gui.engine.judge import known_retain
 
     rows = {}
@@ -140,15 +146,44 @@ def general_counts(job_dir: Path) -> dict[str, list[int]]:
     metrics = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
     last = [m for m in metrics if m.get("event") == "ProbeResult"][-1]
     out = {"general_eval": [0, 0], "general_validation": [0, 0]}
+    if base_now is not None:
+        out.update(general_eval_rebased=[0, 0], general_validation_rebased=[0, 0])
     for a in last["answers"]:
         row = rows.get(a["question"])
         if a["kind"] != "general" or row is None or row.get("split") not in ("heldout", "validation"):
             continue
         key = "general_eval" if row["split"] == "heldout" else "general_validation"
+        kept = int(known_retain(row, a["answer"]))
         if known_retain(row, row["base_answer"]):
             out[key][1] += 1
-            out[key][0] += int(known_retain(row, a["answer"]))
+            out[key][0] += kept
+        if base_now is not None and a["question"] in base_now and known_retain(row, base_now[a["question"]]):
+            out[key + "_rebased"][1] += 1
+            out[key + "_rebased"][0] += kept
     return out
+
+
+def base_general(llm: Any, name: str, root: Path) -> dict[str, str]:
+    """The base model's answers to the fact's general validation and evaluation questions, asked on this machine
+    (once per jobs folder; root/FACT/base_general.json).
+
+    The samples' recorded base answers are what a job counts from, but saved samples built on another machine or
+    BLAS do not all come back: SmolLM2's greedy answers to a few general questions flip under float rounding (on
+    Shakespeare and Tokyo the base model itself, adapter off, "kept" only 71% and 79% of the recorded answers;
+    bench/locality_control.py). Counting against these too says what the adapter cost, not what the machine did."""
+    from unstar_gui.engine.pipeline import ForgetSettings
+
+    path = root / name / "base_general.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = [json.loads(line) for line in (root / name / "base" / "retain.jsonl").read_text().splitlines()]
+    questions = [r["question"] for r in rows if r.get("kind") == "general" and r.get("split") in ("heldout",
+                                                                                                 "validation")]
+    with llm.base_model() if llm.lora is not None else contextlib.nullcontext():
+        said = llm.answer(questions, max_tokens=ForgetSettings().general_max_tokens)
+    answers = dict(zip(questions, said))
+    path.write_text(json.dumps(answers, indent=1))
+    return answers
 
 
 def base_job(llm: Any, name: str, fact: dict[str, Any], root: Path) -> Path:
@@ -219,7 +254,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
         "requant4_all": [q4_forgotten, len(probes)], "requant4_heldout": [q4_held, len(held)],
         "neighbours_trained": counts.get("retention_neighbours"),
         "neighbours_heldout": [sum(kept), len(kept)],
-        **general_counts(d),
+        **general_counts(d, base_general(llm, name, root)),
         "perplexity": round(ppl, 2), "train_s": timing.get("train_s"), "reprobe_s": timing.get("reprobe_s"),
         "job_s": round(job_s, 1),
     }
@@ -308,6 +343,9 @@ def main() -> None:
                     help="build each fact's samples (and the base model's held-out neighbour answers), train nothing")
     ap.add_argument("--rejudge", action="store_true",
                     help="re-count the general splits of finished runs from their recorded answers, then print")
+    ap.add_argument("--rebase", action="store_true",
+                    help="ask the base model the facts' general questions on this machine and re-count the finished "
+                         "runs whose job folders are kept against those answers too, then print")
     args = ap.parse_args()
     out = Path(args.out)
     results_path = out / "locality.json"
@@ -316,7 +354,17 @@ def main() -> None:
         for r in results["runs"]:
             r.update(general_counts(out / "locality-jobs" / r["fact"] / r["variant"]))
         results_path.write_text(json.dumps(results, indent=1))
-    if args.table or args.rejudge:
+    if args.rebase:  # the base model's general answers asked here; finished runs whose jobs are kept re-counted
+        os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
+        from common import load_embedded_llm
+
+        llm, root = load_embedded_llm(), out / "locality-jobs"
+        for r in results["runs"]:
+            d = root / r["fact"] / r["variant"]
+            if r["fact"] in args.facts.split(",") and (d / "metrics.jsonl").exists() and (root / r["fact"] / "base").exists():
+                r.update(general_counts(d, base_general(llm, r["fact"], root)))
+        results_path.write_text(json.dumps(results, indent=1))
+    if args.table or args.rejudge or args.rebase:
         print(table(results))
         name, why = choose_default(results, args.facts.split(","))
         print("\nDefault by the validation rule (choose_default):", name, *why, sep="\n  ")
@@ -387,8 +435,8 @@ def table(results: dict[str, Any]) -> str:
     """One row per (fact, variant): shares as hits/items (%), the items being those the base model got right."""
     head = ("| fact | variant | trained steps (scale) | held-out forgotten | 4-bit: forgotten (held-out) | "
             "neighbours, trained | neighbours, held-out | general, validation | **general, evaluation** | "
-            "perplexity | train + probe s |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "general, evaluation, rebased | perplexity | train + probe s |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["runs"]:
         stops = r.get("early_stops") or []
         steps = stops[-1]["step"] if stops else r.get("steps")
@@ -401,7 +449,8 @@ def table(results: dict[str, Any]) -> str:
         secs = round((r.get("train_s") or 0) + (r.get("reprobe_s") or 0))
         lines.append(f"| {r['fact']} | {r['variant']} | {steps}{scale} | {_share(r['efficacy_heldout'])} | {q4} | "
                      f"{_share(r['neighbours_trained'])} | {_share(r['neighbours_heldout'])} | "
-                     f"{_share(r['general_validation'])} | **{_share(r['general_eval'])}** | {r['perplexity']} | "
+                     f"{_share(r['general_validation'])} | **{_share(r['general_eval'])}** | "
+                     f"{_share(r.get('general_eval_rebased'))} | {r['perplexity']} | "
                      f"{secs} |")
     return "\n".join(lines)
 

@@ -7,6 +7,12 @@ splits again with:
   no particular direction): how much a 135M model's greedy answers move under any perturbation that large;
 - the trained adapter itself, for comparison.
 
+Each is counted two ways: against the base answers the job recorded when its samples were built (what
+locality_bench.py reports), and against the base model's answers asked here and now, in the same batch as the
+others ("rebased"). The two differ when the recorded base answers no longer come back (samples built on another
+machine or BLAS: SmolLM2's greedy answers to a few general questions flip under float rounding), and then only the
+rebased count says what the adapter cost.
+
     python bench/locality_control.py --job bench/out/locality-jobs/hogwarts/null_space [--seed 0]
 """
 
@@ -39,24 +45,38 @@ def main() -> None:
     data = json.loads((job / "job.json").read_text())
     s = ForgetSettings.from_dict(data["settings"])
     rows = [json.loads(line) for line in (job / "retain.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r.get("kind") == "general" and r.get("split") in ("validation", "heldout")
-            and known_retain(r, r["base_answer"])]
-    llm = LLM(data["model"]["path"])
+    rows = [r for r in rows if r.get("kind") == "general" and r.get("split") in ("validation", "heldout")]
+    recorded = [known_retain(r, r["base_answer"]) for r in rows]  # what the job's own numbers count from
+    path = Path(str(data["model"].get("path", "")))
+    if (path / "config.json").exists():
+        llm = LLM(path)
+    else:  # a job from a benchmark run in another folder: the same embedded model, resolved here
+        sys.path.insert(0, str(ROOT / "bench"))
+        from common import load_embedded_llm
+
+        llm = load_embedded_llm()
     llm.load_adapter(job / "adapters")
 
-    def kept() -> dict[str, list[int]]:
+    def answers() -> list[bool]:
         said = llm.answer([r["question"] for r in rows], max_tokens=s.general_max_tokens)
+        return [known_retain(r, a) for r, a in zip(rows, said)]
+
+    def kept(right: list[bool], known: list[bool]) -> dict[str, list[int]]:
+        """[right, known] per split, over the items `known` marks."""
         out = {"validation": [0, 0], "evaluation": [0, 0]}
-        for r, a in zip(rows, said):
-            key = "validation" if r["split"] == "validation" else "evaluation"
-            out[key][1] += 1
-            out[key][0] += int(known_retain(r, a))
+        for r, ok, k in zip(rows, right, known):
+            if k:
+                key = "validation" if r["split"] == "validation" else "evaluation"
+                out[key][1] += 1
+                out[key][0] += int(ok)
         return out
 
     result = {"job": str(job)}
     with llm.adapter_scale(0.0):
-        result["scale_0"] = kept()
-    result["trained"] = kept()
+        base_now = answers()
+    trained = answers()
+    result["scale_0"] = kept(base_now, recorded)
+    result["trained"] = kept(trained, recorded)
     mx.random.seed(args.seed)
     # Same weight change size per module (||lora_a @ lora_b||_F), random direction: lora_a kept, lora_b redrawn.
     random_b = []
@@ -70,7 +90,9 @@ def main() -> None:
         random_b.append((f"{layer_name}.lora_b", noise))
     llm.model.load_weights(random_b, strict=False)
     mx.eval(llm.model.parameters())
-    result["random_same_norm"] = kept()
+    random_now = answers()
+    result["random_same_norm"] = kept(random_now, recorded)
+    result["rebased"] = {"trained": kept(trained, base_now), "random_same_norm": kept(random_now, base_now)}
     print(json.dumps(result))
     if args.out:
         with open(args.out, "a") as f:
