@@ -170,6 +170,33 @@ def test_sample_builders_report_progress_while_they_work(tiny_model, tmp_path):
                                                    if isinstance(ev, SamplesReady) and ev.kind == kind), stage
 
 
+def test_samples_come_from_the_base_model_even_with_an_adapter_left_on(tiny_model, tmp_path):
+    """An adapter left attached by earlier work in the process (a library caller, a benchmark running several facts)
+    must not stand in for the base model: the probes' base answers are the same as from a clean model."""
+    import mlx.core as mx
+
+    from unstar_gui.engine.llm import LLM, LoraSettings
+    from unstar_gui.engine.pipeline import create_forget_job, generate_samples
+
+    def probes(llm, name):
+        job = create_forget_job(tiny_request(tmp_path, name))
+        for _ in generate_samples(job, llm):
+            pass
+        return [(p["question"], p["base_answer"]) for p in job.read_rows("probes.jsonl")]
+
+    clean = probes(LLM(tiny_model.path), "clean")
+    used = LLM(tiny_model.path)
+    used.attach_lora(LoraSettings(rank=4, scale=20.0, num_layers=2), seed=1)
+    mx.random.seed(1)
+    used.model.load_weights([(k, mx.random.normal(v.shape)) for k, v in used.trainable_parameters().items()
+                             if k.endswith("lora_b")], strict=False)
+    changed = used.answer([clean[0][0]], max_tokens=16)[0]
+    with used.base_model():
+        assert changed != used.answer([clean[0][0]], max_tokens=16)[0]  # the adapter does change the answers
+    assert probes(used, "after_other_work") == clean
+    assert used.lora is None
+
+
 def test_cancel_mid_training_marks_the_job_cancelled_and_keeps_a_checkpoint(tiny_model, tmp_path):
     cancel = CancelToken()
     seen = []

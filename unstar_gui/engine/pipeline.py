@@ -165,6 +165,11 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     if data.get("samples_ready"):
         yield Log("Reusing the probes, anti-samples and retain set made before.")
         return
+    if getattr(llm, "lora", None) is not None:
+        # The samples describe the base model: with an adapter left on by earlier work in this process (a library
+        # caller, a benchmark running several facts) every "base" answer and "known" flag would be the unlearned
+        # model's. The job attaches its own adapter when it trains.
+        llm.detach_lora()
     t0 = time.perf_counter()
     s = _settings(data)
     fact = _fact(data)
