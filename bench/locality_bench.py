@@ -8,10 +8,10 @@ check questions) are built once; then the adapter is retrained under each varian
 - general knowledge on the evaluation split of resources/data/general (never trained on, never used to choose
   settings inside a job): hits / questions the base model answered right;
 - perplexity on the public-domain reference paragraph; training and total time;
-- the general evaluation split once more, "rebased": counted against the base model's answers asked on this machine
-  (`base_general`) instead of the answers recorded when the samples were built (they differ where the samples were
-  built on another machine: `python bench/locality_bench.py --rebase` re-counts finished runs whose job folders are
-  kept).
+- the general evaluation split once more, "rebased": counted against the base model's answers asked in this run
+  (`base_general`) instead of the answers recorded when the samples were built (they differ where a sample build
+  did not see the base model: `python bench/locality_bench.py --rebase` re-counts finished runs whose job folders
+  are kept).
 
     python bench/locality_bench.py [--facts hogwarts,paris] [--variants paper,traced_mlp] [--out DIR]
     python bench/locality_bench.py --table            # print the Markdown table from DIR/locality.json
@@ -167,10 +167,10 @@ def base_general(llm: Any, name: str, root: Path) -> dict[str, str]:
     """The base model's answers to the fact's general validation and evaluation questions, asked on this machine
     (once per jobs folder; root/FACT/base_general.json).
 
-    The samples' recorded base answers are what a job counts from, but saved samples built on another machine or
-    BLAS do not all come back: SmolLM2's greedy answers to a few general questions flip under float rounding (on
-    Shakespeare and Tokyo the base model itself, adapter off, "kept" only 71% and 79% of the recorded answers;
-    bench/locality_control.py). Counting against these too says what the adapter cost, not what the machine did."""
+    The samples' recorded base answers are what a job counts from, but three of the saved samples were built with
+    another fact's adapter still attached (generate_samples did not take it off then): on Shakespeare and Tokyo the
+    base model itself, adapter off, "kept" only 71% and 79% of the recorded answers (bench/locality_control.py).
+    Counting against these too says what the adapter cost, not what the sample build saw."""
     from unstar_gui.engine.pipeline import ForgetSettings
 
     path = root / name / "base_general.json"
@@ -258,6 +258,14 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
         "perplexity": round(ppl, 2), "train_s": timing.get("train_s"), "reprobe_s": timing.get("reprobe_s"),
         "job_s": round(job_s, 1),
     }
+
+
+def embedded_llm(out: Path) -> Any:
+    """The embedded model, imported into the benchmark's own data folder (OUT/locality-home) unless one is set."""
+    os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
+    from common import load_embedded_llm
+
+    return load_embedded_llm()
 
 
 def claimed(claim_dir: str, name: str, variant: str) -> bool:
@@ -355,13 +363,11 @@ def main() -> None:
             r.update(general_counts(out / "locality-jobs" / r["fact"] / r["variant"]))
         results_path.write_text(json.dumps(results, indent=1))
     if args.rebase:  # the base model's general answers asked here; finished runs whose jobs are kept re-counted
-        os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
-        from common import load_embedded_llm
-
-        llm, root = load_embedded_llm(), out / "locality-jobs"
+        llm, root = embedded_llm(out), out / "locality-jobs"
         for r in results["runs"]:
             d = root / r["fact"] / r["variant"]
-            if r["fact"] in args.facts.split(",") and (d / "metrics.jsonl").exists() and (root / r["fact"] / "base").exists():
+            kept = (d / "metrics.jsonl").exists() and (root / r["fact"] / "base").exists()
+            if r["fact"] in args.facts.split(",") and kept:
                 r.update(general_counts(d, base_general(llm, r["fact"], root)))
         results_path.write_text(json.dumps(results, indent=1))
     if args.table or args.rejudge or args.rebase:
@@ -369,10 +375,7 @@ def main() -> None:
         name, why = choose_default(results, args.facts.split(","))
         print("\nDefault by the validation rule (choose_default):", name, *why, sep="\n  ")
         return
-    os.environ.setdefault("UNSTAR_HOME", str(out / "locality-home"))
-    from common import load_embedded_llm
-
-    llm = load_embedded_llm()
+    llm = embedded_llm(out)
     root = Path(args.jobs) if args.jobs else out / "locality-jobs"
     done = {(r["fact"], r["variant"]) for r in results["runs"]}
     facts, variants = args.facts.split(","), [] if args.samples_only else args.variants.split(",")

@@ -9,9 +9,9 @@ splits again with:
 
 Each is counted two ways: against the base answers the job recorded when its samples were built (what
 locality_bench.py reports), and against the base model's answers asked here and now, in the same batch as the
-others ("rebased"). The two differ when the recorded base answers no longer come back (samples built on another
-machine or BLAS: SmolLM2's greedy answers to a few general questions flip under float rounding), and then only the
-rebased count says what the adapter cost.
+others ("rebased"). The two differ when the recorded base answers no longer come back (three of the benchmark's
+saved samples were built with another fact's adapter still attached), and then only the rebased count says what the
+adapter cost.
 
     python bench/locality_control.py --job bench/out/locality-jobs/hogwarts/null_space [--seed 0]
 """

@@ -24,6 +24,8 @@ def test_a_subject_edit_names_its_block_subject_strength_and_leak():
                                "that 9 paraphrases give the wrong answers while 6 other questions")
     assert "Made 1.5x stronger" in lines[1] and "about 4% of the change" in lines[1]
     assert len(lines) == 2  # no LoRA sentence for an edit
+    # nor before its first edit is recorded: the placement alone says where it will go
+    assert describe_change({**EDIT_JOB, "edits": []}) == lines[:1]
     trace = trace_of(EDIT_JOB)
     assert trace is not None and trace.effects == tuple(EFFECTS) and trace.changed == (1,)
     assert trace.subject == "Japan"

@@ -86,7 +86,7 @@ def describe_change(job: Mapping[str, Any]) -> list[str]:
                      else f"The adapter covers {keys} of every block." if n == -1 else "")
         if where:
             lines.append(where)
-        if window and not edits:
+        if window and settings.get("update") != "subject_edit":  # an edit says what it did per round, below
             lines.append(f"A LoRA adapter trains only {keys} of {_blocks_text(*window)}.")
     for e in sorted(edits, key=lambda e: _int(e.get("round")) or 0):
         rnd, layer = _int(e.get("round")), _int(e.get("layer"))
