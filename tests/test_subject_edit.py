@@ -62,6 +62,19 @@ def test_edit_losses_match_a_hand_computation():
     assert float(ul0[0]) == 0.0 and float(nll0[0]) == pytest.approx(want_nll, rel=1e-5)
 
 
+def test_kl_rows_match_a_hand_computation():
+    before = np.array([[[0.2, 0.8], [0.5, 0.5]]])  # probabilities before the edit, (B=1, T-1=2, V=2)
+    after = np.array([[[2.0, 0.0], [0.0, 1.0]]], dtype=np.float32)  # logits after it
+    mask = np.array([[0.0, 0.0, 1.0]], dtype=np.float32)  # only the second position's next token is scored
+    kl = se.kl_rows(mx.array(after), mx.array(np.log(before).astype(np.float32)), mx.array(mask))
+    q = np.exp([0.0, 1.0]) / np.exp([0.0, 1.0]).sum()
+    want = 0.5 * math.log(0.5 / q[0]) + 0.5 * math.log(0.5 / q[1])
+    assert float(kl[0]) == pytest.approx(want, rel=1e-5)
+    same = se.kl_rows(mx.array(np.log(before).astype(np.float32)), mx.array(np.log(before).astype(np.float32)),
+                      mx.array(np.ones((1, 3), dtype=np.float32)))
+    assert float(same[0]) == pytest.approx(0.0, abs=1e-6)  # nothing moved: no loss
+
+
 # on the tiny model ---------------------------------------------------------------------------------------------------
 def test_rows_score_the_wrong_answer_at_the_subject(tiny_model_dir):
     llm = LLM(tiny_model_dir)
@@ -135,6 +148,68 @@ def test_edit_moves_the_trained_prompts_and_not_generic_ones_and_loads_in_mlx_lm
     t = mx.array([llm.chat_tokens(anti[0]["question"])])
     plain, _ = mlx_lm.load(str(tiny_model_dir), adapter_path=str(tmp_path / "adapter"))
     assert np.allclose(np.array(llm.model(t)), np.array(plain(t)), atol=1e-4)
+
+
+def test_essence_term_keeps_what_the_model_says_about_the_subject(tiny_model_dir):
+    """The same edit fitted with and without ROME's essence term: with it, the model's answers to general questions
+    about the subject move less (KL to the unedited model), and the trained prompts still lean to the wrong answer."""
+    llm = LLM(tiny_model_dir)
+    layer = 0
+    anti = [_anti(q) for q in ("Where did Harry Potter go to school?", "Which school did Harry Potter attend?")]
+    forget = se.forget_rows(llm, anti, SUBJECT)
+    # The tiny random model answers with nothing, so the model's "own answers" are given here.
+    asked = []
+
+    class Says:  # the tiny model, answering with a fixed sentence
+        def __getattr__(self, name):
+            return getattr(llm, name)
+
+        def answer(self, questions, max_tokens):
+            asked.extend(questions)
+            return ["A boy wizard who went to a school." for _ in questions]
+
+    essence = se.essence_rows(Says(), SUBJECT, 8)
+    assert asked == [q.format(subject=SUBJECT) for q in se.ESSENCE_QUESTIONS]
+    assert len(essence) == len(se.ESSENCE_QUESTIONS) and all(r.essence for r in essence)
+    assert essence[0].tokens[essence[0].start:] == llm.encode("A boy wizard who went to a school.")[:8]
+    assert se.essence_rows(llm, SUBJECT, 8) == []  # no answer, nothing to keep
+    assert llm.tokenizer.decode(essence[0].tokens[:essence[0].position + 1]).endswith("Potter")
+    tokens, mask, where, _ = se._batch(essence)
+    base = llm.model(tokens[:, :-1]).astype(mx.float32)
+    base = base - mx.logsumexp(base, axis=-1, keepdims=True)
+    parent = se._mlp_parent(llm.model, layer)
+
+    def fitted(weight):
+        settings = se.EditSettings(steps=15, learning_rate=0.5, essence_weight=weight)
+        run = se.optimize_delta(llm.model, layer, forget, [], [], settings, essence=essence)
+        events = []
+        try:
+            while True:
+                events.append(next(run))
+        except StopIteration as done:
+            delta = done.value[0]
+        assert len(events) == 15
+        add = mx.array(delta.astype(np.float32))
+
+        def with_delta(m, x, *a, **k):
+            return m(x, *a, **k) + where.astype(mx.float32) * add
+
+        from unstar_gui.engine.module_swap import swapped
+        with swapped([(parent, "down_proj", with_delta)]):
+            return float(se.kl_rows(llm.model(tokens[:, :-1]), base, mask).mean()), events[-1].forget_loss
+
+    drift_plain, forget_plain = fitted(0.0)
+    drift_kept, forget_kept = fitted(1000.0)  # the tiny model drifts little: a large weight
+    assert drift_plain > 0
+    assert drift_kept < 0.5 * drift_plain
+    assert forget_kept < events_start_loss(llm, forget)  # the wrong answer is still learned
+
+
+def events_start_loss(llm, forget):
+    """The forget rows' loss with no edit (the first term of optimize_delta's loss at delta = 0)."""
+    tokens, mask, _, at = se._batch(forget)
+    nll, ul = se.edit_losses(llm.model(tokens[:, :-1]), tokens, mask, at, [])
+    return float((nll + ul).mean())
 
 
 def test_set_edit_refuses_a_column_past_the_rank(tiny_model_dir):

@@ -29,6 +29,10 @@ def test_a_subject_edit_names_its_block_subject_strength_and_leak():
     trace = trace_of(EDIT_JOB)
     assert trace is not None and trace.effects == tuple(EFFECTS) and trace.changed == (1,)
     assert trace.subject == "Japan"
+    held = describe_change({**EDIT_JOB, "edits": [{**EDIT_JOB["edits"][0], "essence_rows": 3}]})
+    assert "while 6 other questions about the subject keep theirs and what the model says about the subject in " \
+           "general is held." in held[1]
+    assert "in general is held" not in lines[1]
 
 
 def test_lora_jobs_say_where_the_adapter_went_and_how_it_was_cut_back():

@@ -497,7 +497,7 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
                                 f"on the anti-samples' wrong answers", round=r)
     t0 = time.perf_counter()
     steps = edit_round(llm, layer, anti, keep, subject, trainer.method.ctx.answer_token_ids, generic_cov,
-                       EditSettings(steps=s.steps_per_round), round=r, cancel=cancel)
+                       EditSettings(steps=s.steps_per_round, essence_weight=s.edit_essence), round=r, cancel=cancel)
     try:
         while True:
             ev = next(steps)
@@ -510,7 +510,8 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
     # A rank-one change of one matrix can fall short on a trained probe, or sink under the step of a 4-bit
     # re-quantization (README "Locality": Hogwarts got one trained probe back that way). Check the trained probes as
     # they are and the way the quantization attack will, and make the change stronger until both hold (it only
-    # looks at what training may look at).
+    # looks at what training may look at). Fitting it again with the kept rows seeing the stronger edit was tried
+    # and not kept: on Hogwarts it needed 3.4x, still gave a trained probe away and took 4x as long.
     from .evaluate.attacks import requantized
 
     strength = 1.0

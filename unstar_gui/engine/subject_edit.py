@@ -5,14 +5,16 @@ Why: a LoRA adapter trained on (paraphrase -> wrong answer) sees every token of 
 of the general questions the job never trained on (README "Locality"). Facts are looked up in early/mid MLPs at the
 subject's last token (ROME, arXiv 2202.05262), and an edit there aimed away from the input directions generic text
 uses leaves most other questions alone (MEMIT arXiv 2210.07229; AlphaEdit arXiv 2410.02355); questions that name the
-same subject see it fully, which the same-subject neighbours' keep term below can only partly repair. The anti-samples stay UNSTAR's:
+same subject see it fully, which the keep and essence terms below partly repair. The anti-samples stay UNSTAR's:
 the model's own wrong answers are the targets; only where and how the weights change differs.
 
 Steps (one per round; a later round adds another rank-one edit on top of the earlier ones):
   1. `optimize_delta`: a vector delta added to the chosen block's MLP output at the subject's last token of every
      trained paraphrase is fitted (Adam, `steps` steps) so the model says the anti-samples' wrong answers, while the
      same delta, put at the subject of the same-subject neighbour questions ("Who is Harry Potter's best friend?"),
-     keeps their base answers; its size is held near the MLP output's (weight decay, a norm clamp), as ROME does.
+     keeps their base answers, and the model's answers to general questions about the subject ("Tell me about
+     France.") keep their next-token distributions (ROME's essence KL); its size is held near the MLP output's
+     (weight decay, a norm clamp), as ROME does.
   2. `subject_keys`: the MLP's down_proj inputs k_i at those positions (base model: the edit is on this very
      module, so its inputs do not move).
   3. `solve_edit`: dW = delta u^T with u . k_i ~ 1 on the trained prompts and u^T C u as small as can be, C the
@@ -54,6 +56,14 @@ class EditSettings:
     clamp: float = 4.0  # ROME's clamp_norm_factor: ||delta|| <= clamp * ||v||
     l2: float = 1e-2  # ridge term of the solve, relative to the generic inputs' mean energy per dimension
     keep_tokens: int = 48  # a neighbour's base answer is scored on its first tokens
+    # ROME's "essence" term (arXiv 2202.05262, section 3.1): KL from the model's own next-token distributions to the
+    # edited model's on what it says about the subject in general ("Tell me about France."), so the edit changes the
+    # one relation and not what the subject is (without it a Paris edit answered "What is France?" with a currency).
+    essence_weight: float = 0.0
+
+
+# General questions about the subject whose answers the essence term keeps (ROME used "{subject} is a").
+ESSENCE_QUESTIONS = ("What is {subject}?", "Tell me about {subject}.", "Describe {subject} in one sentence.")
 
 
 @dataclass
@@ -65,6 +75,7 @@ class EditRow:
     start: int  # first scored token
     position: int  # the subject's last token
     unlikely: bool = False  # also push the true answer down at `start`
+    essence: bool = False  # scored by KL to the unedited model's distributions, not by the target's likelihood
 
 
 def subject_position(llm: Any, prompt: Sequence[int], subject: str) -> int | None:
@@ -96,7 +107,8 @@ def forget_rows(llm: Any, antisamples: Sequence[dict[str, Any]], subject: str) -
     return rows
 
 
-def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_tokens: int) -> list[EditRow]:
+def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_tokens: int,
+              essence: bool = False) -> list[EditRow]:
     """(question, base answer) pairs about the same subject -> rows scoring the first `max_tokens` answer tokens."""
     rows = []
     for question, answer in pairs:
@@ -104,8 +116,15 @@ def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_toke
         pos = subject_position(llm, prompt, subject)
         target = llm.encode(answer)[:max_tokens]
         if pos is not None and target:
-            rows.append(EditRow(prompt + target, len(prompt), pos))
+            rows.append(EditRow(prompt + target, len(prompt), pos, essence=essence))
     return rows
+
+
+def essence_rows(llm: Any, subject: str, max_tokens: int) -> list[EditRow]:
+    """ESSENCE_QUESTIONS about the subject with the model's own answers as they are now (before this edit)."""
+    questions = [q.format(subject=subject) for q in ESSENCE_QUESTIONS]
+    answers = llm.answer(questions, max_tokens=max_tokens)
+    return keep_rows(llm, list(zip(questions, answers)), subject, max_tokens, essence=True)
 
 
 def _batch(rows: Sequence[EditRow]) -> tuple["mx.array", "mx.array", "mx.array", "mx.array"]:
@@ -149,6 +168,19 @@ def subject_keys(model: Any, layer: int, rows: Sequence[EditRow]) -> np.ndarray:
     return np.asarray(keys.astype(mx.float32), dtype=np.float64)
 
 
+def kl_rows(logits: "mx.array", before: "mx.array", mask: "mx.array") -> "mx.array":
+    """Per row: the mean over scored positions of KL(before || after) between next-token distributions.
+    logits (B, T-1, V) after the edit; before (B, T-1, V) log-probabilities without it; mask (B, T) as in _batch."""
+    import mlx.core as mx
+
+    after = logits.astype(mx.float32)
+    after = after - mx.logsumexp(after, axis=-1, keepdims=True)
+    m = mask[:, 1:]
+    # position t-1 predicts target token t: score the positions that predict the scored tokens
+    kl = (mx.exp(before) * (before - after)).sum(axis=-1)
+    return (kl * m).sum(axis=1) / mx.maximum(m.sum(axis=1), 1.0)
+
+
 def edit_losses(logits: "mx.array", tokens: "mx.array", mask: "mx.array", at: "mx.array",
                 answer_ids: Sequence[int]) -> tuple["mx.array", "mx.array"]:
     """Per row: the mean negative log-likelihood of the scored tokens, and -log(1 - p(true answer)) at the marked
@@ -171,16 +203,18 @@ def edit_losses(logits: "mx.array", tokens: "mx.array", mask: "mx.array", at: "m
 
 def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequence[EditRow],
                    answer_ids: Sequence[int], settings: EditSettings, round: int = 0,
-                   cancel: CancelToken | None = None) -> Iterator[Event]:
-    """Fit delta (see the module docstring); yields a TrainStep per Adam step, returns (delta, ||v||) as numpy."""
+                   cancel: CancelToken | None = None, essence: Sequence[EditRow] = ()) -> Iterator[Event]:
+    """Fit delta (see the module docstring); yields a TrainStep per Adam step, returns (delta, ||v||) as numpy.
+    `essence` rows are held to the unedited model's distributions (EditSettings.essence_weight)."""
     import mlx.core as mx
     import mlx.optimizers as optim
 
     if not forget:
         raise ValueError("No trained paraphrase names the subject: nothing to edit.")
-    rows = list(forget) + list(keep)
+    rows = list(forget) + list(keep) + list(essence)
     tokens, mask, where, at = _batch(rows)
-    n_forget = len(forget)
+    n_forget, n_keep = len(forget), len(forget) + len(keep)
+
     parent = _mlp_parent(model, layer)
     state: dict[str, Any] = {"delta": None}
     outs: dict[str, Any] = {}
@@ -194,7 +228,13 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
         return y + where.astype(y.dtype) * d.astype(y.dtype)
 
     with swapped([(parent, "down_proj", add_delta)]):
-        mx.eval(model(tokens[:, :-1]))  # the MLP output v at the subject, without delta
+        first = model(tokens[:, :-1])  # the MLP output v at the subject, without delta
+        before = None
+        if len(rows) > n_keep:  # the essence rows' distributions as they are
+            before = first[n_keep:].astype(mx.float32)
+            before = before - mx.logsumexp(before, axis=-1, keepdims=True)
+        mx.eval(first, *([] if before is None else [before]))
+        del first
         v_norm = max(float(mx.sqrt((outs["v"][:n_forget] ** 2).sum(axis=-1)).mean().item()), 1e-6)
         dims = int(outs["v"].shape[-1])
         params = {"delta": mx.zeros((dims,), dtype=mx.float32)}
@@ -203,11 +243,14 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
 
         def loss_fn(p: dict[str, Any]) -> tuple[Any, Any, Any]:
             state["delta"] = p["delta"]
-            nll, ul = edit_losses(model(tokens[:, :-1]), tokens, mask, at, answer_ids)
+            logits = model(tokens[:, :-1])
+            nll, ul = edit_losses(logits, tokens, mask, at, answer_ids)
             f = (settings.wrong_weight * nll[:n_forget] + settings.unlikely_weight * ul[:n_forget]).mean()
-            kp = nll[n_forget:].mean() if len(rows) > n_forget else mx.array(0.0)
+            kp = settings.keep_weight * nll[n_forget:n_keep].mean() if n_keep > n_forget else mx.array(0.0)
+            if before is not None:
+                kp = kp + settings.essence_weight * kl_rows(logits[n_keep:], before, mask[n_keep:]).mean()
             reg = settings.decay * (p["delta"] ** 2).sum() / (v_norm ** 2)
-            return f + settings.keep_weight * kp + reg, f, kp
+            return f + kp + reg, f, kp
 
         grad = mx.value_and_grad(loss_fn)  # differentiates the first output; the parts ride along
         limit = settings.clamp * v_norm
@@ -324,11 +367,13 @@ def edit_round(llm: Any, layer: int, antisamples: Sequence[dict[str, Any]], keep
         raise JobError(f"None of the trained paraphrases names the subject ({subject!r}), so there is no lookup to "
                        f"edit.", "Train a LoRA adapter instead (`--update lora`, or the original recipe in the app).")
     keep = keep_rows(llm, keep_pairs, subject, settings.keep_tokens)
+    essence = essence_rows(llm, subject, settings.keep_tokens) if settings.essence_weight > 0 else []
     delta, v_norm = yield from optimize_delta(llm.model, layer, forget, keep, answer_ids, settings, round=round,
-                                              cancel=cancel)
+                                              cancel=cancel, essence=essence)
     keys = subject_keys(llm.model, layer, forget)
     u, delta = solve_edit(keys, delta, cov, settings.l2)
     set_edit(llm, layer, round, u, delta)
     lo, mean = reached(keys, u)
     return {"delta_norm": float(np.linalg.norm(delta)), "v_norm": v_norm, "reach_min": lo, "reach_mean": mean,
-            "leak": leak(cov, u) if cov is not None else None, "rows": len(forget), "keep_rows": len(keep)}
+            "leak": leak(cov, u) if cov is not None else None, "rows": len(forget), "keep_rows": len(keep),
+            "essence_rows": len(essence)}

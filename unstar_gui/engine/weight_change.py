@@ -98,6 +98,9 @@ def describe_change(job: Mapping[str, Any]) -> list[str]:
         kept = _int(e.get("keep_rows"))
         if kept:
             text += f" while {kept} other questions about the subject keep theirs"
+        essence = _int(e.get("essence_rows"))
+        if essence:
+            text += f"{' and' if kept else ' while'} what the model says about the subject in general is held"
         text += "."
         strength = _float(e.get("strength"))
         if strength and strength > 1:
