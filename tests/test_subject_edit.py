@@ -62,6 +62,19 @@ def test_edit_losses_match_a_hand_computation():
     assert float(ul0[0]) == 0.0 and float(nll0[0]) == pytest.approx(want_nll, rel=1e-5)
 
 
+def test_essence_answers_stop_before_the_forgotten_answer():
+    from unstar_gui.engine.antisamples import Fact
+
+    names = Fact("What did Isaac Newton discover?", "gravity", ["universal gravitation"]).judge(semantic=False).contains
+    text = ("Isaac Newton was an English physicist. He made discoveries in the law of universal gravitation. "
+            "He was born in 1643!")
+    assert se.before_the_answer(text, names) == "Isaac Newton was an English physicist."
+    assert se.before_the_answer("He liked apples. He was born in 1643.", names) == \
+        "He liked apples. He was born in 1643."
+    assert se.before_the_answer("Gravity, mostly.", names) == ""
+    assert se.before_the_answer(text, None) == text
+
+
 def test_kl_rows_match_a_hand_computation():
     before = np.array([[[0.2, 0.8], [0.5, 0.5]]])  # probabilities before the edit, (B=1, T-1=2, V=2)
     after = np.array([[[2.0, 0.0], [0.0, 1.0]]], dtype=np.float32)  # logits after it
@@ -173,6 +186,9 @@ def test_essence_term_keeps_what_the_model_says_about_the_subject(tiny_model_dir
     assert len(essence) == len(se.ESSENCE_QUESTIONS) and all(r.essence for r in essence)
     assert essence[0].tokens[essence[0].start:] == llm.encode("A boy wizard who went to a school.")[:8]
     assert se.essence_rows(llm, SUBJECT, 8) == []  # no answer, nothing to keep
+    # what is held stops before the answer is named: holding it would fight the forgetting
+    cut = se.essence_rows(Says(), SUBJECT, 8, names_answer=lambda text: "school" in text)
+    assert cut == []  # the only sentence names it
     assert llm.tokenizer.decode(essence[0].tokens[:essence[0].position + 1]).endswith("Potter")
     tokens, mask, where, _ = se._batch(essence)
     base = llm.model(tokens[:, :-1]).astype(mx.float32)

@@ -497,7 +497,8 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
                                 f"on the anti-samples' wrong answers", round=r)
     t0 = time.perf_counter()
     steps = edit_round(llm, layer, anti, keep, subject, trainer.method.ctx.answer_token_ids, generic_cov,
-                       EditSettings(steps=s.steps_per_round, essence_weight=s.edit_essence), round=r, cancel=cancel)
+                       EditSettings(steps=s.steps_per_round, essence_weight=s.edit_essence), round=r, cancel=cancel,
+                       names_answer=_fact(job.read()).judge().contains)
     try:
         while True:
             ev = next(steps)

@@ -27,9 +27,10 @@ Steps (one per round; a later round adds another rank-one edit on top of the ear
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -120,10 +121,25 @@ def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_toke
     return rows
 
 
-def essence_rows(llm: Any, subject: str, max_tokens: int) -> list[EditRow]:
-    """ESSENCE_QUESTIONS about the subject with the model's own answers as they are now (before this edit)."""
+def before_the_answer(text: str, names_answer: Callable[[str], bool] | None) -> str:
+    """The sentences of `text` before the first one that names the forgotten answer (all of it when none does):
+    "Isaac Newton ... made discoveries in physics and the law of universal gravitation" must not be held."""
+    if names_answer is None:
+        return text
+    kept = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        if names_answer(sentence):
+            break
+        kept.append(sentence)
+    return " ".join(kept)
+
+
+def essence_rows(llm: Any, subject: str, max_tokens: int,
+                 names_answer: Callable[[str], bool] | None = None) -> list[EditRow]:
+    """ESSENCE_QUESTIONS about the subject with the model's own answers as they are now (before this edit), each
+    cut before it names the forgotten answer (`names_answer`: the job's judge)."""
     questions = [q.format(subject=subject) for q in ESSENCE_QUESTIONS]
-    answers = llm.answer(questions, max_tokens=max_tokens)
+    answers = [before_the_answer(a, names_answer) for a in llm.answer(questions, max_tokens=max_tokens)]
     return keep_rows(llm, list(zip(questions, answers)), subject, max_tokens, essence=True)
 
 
@@ -355,7 +371,8 @@ def leak(cov: np.ndarray, u: np.ndarray) -> float:
 
 def edit_round(llm: Any, layer: int, antisamples: Sequence[dict[str, Any]], keep_pairs: Sequence[tuple[str, str]],
                subject: str, answer_ids: Sequence[int], cov: np.ndarray | None, settings: EditSettings,
-               round: int = 0, cancel: CancelToken | None = None) -> Iterator[Event]:
+               round: int = 0, cancel: CancelToken | None = None,
+               names_answer: Callable[[str], bool] | None = None) -> Iterator[Event]:
     """One round's rank-one edit, written into column `round` of the LoRA layer on block `layer`'s down_proj.
 
     Earlier rounds' edits stay in place (delta is fitted on top of them). Returns {"delta_norm", "v_norm",
@@ -367,7 +384,7 @@ def edit_round(llm: Any, layer: int, antisamples: Sequence[dict[str, Any]], keep
         raise JobError(f"None of the trained paraphrases names the subject ({subject!r}), so there is no lookup to "
                        f"edit.", "Train a LoRA adapter instead (`--update lora`, or the original recipe in the app).")
     keep = keep_rows(llm, keep_pairs, subject, settings.keep_tokens)
-    essence = essence_rows(llm, subject, settings.keep_tokens) if settings.essence_weight > 0 else []
+    essence = essence_rows(llm, subject, settings.keep_tokens, names_answer) if settings.essence_weight > 0 else []
     delta, v_norm = yield from optimize_delta(llm.model, layer, forget, keep, answer_ids, settings, round=round,
                                               cancel=cancel, essence=essence)
     keys = subject_keys(llm.model, layer, forget)
