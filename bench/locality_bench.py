@@ -116,6 +116,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                      "null_space_eps": 0.02, "dense_weight": 1.0, "early_stop_every": 5, "scale_sweep": True},
     # the closed-form rank-one edit of the traced block's down_proj at the subject (engine/subject_edit.py)
     "subject_edit": {"update": "subject_edit"},
+    # ... with ROME's essence term: the model's own answers to general questions about the subject held (KL)
+    "subject_edit_essence": {"update": "subject_edit", "edit_essence": 1.0},
 }
 BENCH_SETTINGS = {"attacks": "none", "max_rounds": 1}  # one round per variant: the same budget for each
 
