@@ -181,7 +181,7 @@ class ForgetSettings:
                                 "still forgets every probe")
     preset: str = setting("", "Recipe", "How the adapter is trained. The experimental recipe keeps more general "
                           "knowledge but lost related facts (other wordings, other people) in our measurements. The "
-                          "subject edit keeps the most general knowledge (90-100%), but other facts about the same "
+                          "subject edit keeps the most general knowledge (90-98%), but other facts about the same "
                           "subject change with it, and a little fine-tuning on related facts or a prompt with worked "
                           "examples brought the fact back (README \"Locality\").",
                           choices=("", *PRESETS),

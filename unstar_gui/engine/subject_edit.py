@@ -12,9 +12,9 @@ Steps (one per round; a later round adds another rank-one edit on top of the ear
   1. `optimize_delta`: a vector delta added to the chosen block's MLP output at the subject's last token of every
      trained paraphrase is fitted (Adam, `steps` steps) so the model says the anti-samples' wrong answers, while the
      same delta, put at the subject of the same-subject neighbour questions ("Who is Harry Potter's best friend?"),
-     keeps their base answers, and the model's answers to general questions about the subject ("Tell me about
-     France.") keep their next-token distributions (ROME's essence KL); its size is held near the MLP output's
-     (weight decay, a norm clamp), as ROME does.
+     keeps their base answers (and, with `essence_weight` > 0, the model's answers to general questions about the
+     subject, "Tell me about France.", keep their next-token distributions: ROME's essence KL, off by default);
+     its size is held near the MLP output's (weight decay, a norm clamp), as ROME does.
   2. `subject_keys`: the MLP's down_proj inputs k_i at those positions (base model: the edit is on this very
      module, so its inputs do not move).
   3. `solve_edit`: dW = delta u^T with u . k_i ~ 1 on the trained prompts and u^T C u as small as can be, C the
@@ -59,7 +59,8 @@ class EditSettings:
     keep_tokens: int = 48  # a neighbour's base answer is scored on its first tokens
     # ROME's "essence" term (arXiv 2202.05262, section 3.1): KL from the model's own next-token distributions to the
     # edited model's on what it says about the subject in general ("Tell me about France."), so the edit changes the
-    # one relation and not what the subject is (without it a Paris edit answered "What is France?" with a currency).
+    # one relation and not what the subject is. Off by default: it brought "What is France?" back on Paris (5 -> 8
+    # of 9 trained neighbours) but cost neighbours and 4-bit strength on Hogwarts, Tokyo and Newton (README).
     essence_weight: float = 0.0
 
 
