@@ -261,6 +261,30 @@ def test_job_with_a_subject_edit(tiny_model, tmp_path):
     assert any("Edit 1: block" in ev.message for ev in events if type(ev).__name__ == "Log")
 
 
+def test_an_edit_that_cost_neighbours_says_what_to_do(tiny_model, tmp_path, monkeypatch):
+    """Every probe forgotten but the neighbours below their bar: the edit stays (another one would change more), and
+    the warning tells the user how to keep the subject's other facts."""
+    from tests.test_pipeline import tiny_request
+
+    from unstar_gui.engine import pipeline
+    from unstar_gui.engine.events import Finished
+
+    real = pipeline._probe_round
+
+    def probed(*a, **k):
+        result = yield from real(*a, **k)
+        return {**result, "efficacy_train": 1.0, "retention_holds": False, "retention_neighbours": 2 / 9}
+
+    monkeypatch.setattr(pipeline, "_probe_round", probed)
+    events = list(pipeline.run_forget(tiny_request(tmp_path, update="subject_edit", steps_per_round=2,
+                                                   max_rounds=3, attacks="none")))
+    assert isinstance(events[-1], Finished)
+    warned = [ev.message for ev in events if type(ev).__name__ == "Log" and "below its bar" in ev.message]
+    assert len(warned) == 1 and "(neighbours 22%)" in warned[0]
+    assert "original UNSTAR recipe" in warned[0] and "--preset paper" in warned[0]
+    assert sum(1 for ev in events if type(ev).__name__ == "Log" and "Edit " in ev.message and ": block" in ev.message) == 1
+
+
 def test_subject_edit_job_exports_an_adapter_mlx_lm_applies(tiny_model, tmp_path):
     import mlx_lm
 

@@ -462,7 +462,9 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
             # A retain weight does not steer an edit, and another edit only adds change where the first one hurt.
             yield Log(f"Round {r + 1}: every probe forgotten; retention is below its bar (neighbours "
                       f"{summary.retention_neighbours:.0%}), and another edit would only change more, so the edit "
-                      f"stays as it is.", "warning")
+                      f"stays as it is. Other facts about the same subject changed with it: if they matter, run the "
+                      f"job again with the original UNSTAR recipe (Recipe in the training form, or --preset paper), "
+                      f"which keeps them better (README \"Locality\").", "warning")
             break
         if not summary.retention_holds:
             method.ctx.retain_weight = _retain_weight(s, rounds)
