@@ -35,17 +35,15 @@ def main() -> None:
     from unstar_gui.engine.evaluate.attacks import requantized
     from unstar_gui.engine.jobs import Job
     from unstar_gui.engine.judge import known_retain
-    from unstar_gui.engine.pipeline import _fact, probe_leaks
-    from unstar_gui.engine.retain import NEIGHBOUR_KINDS
+    from unstar_gui.engine.pipeline import _fact, probe_leaks, trained_neighbours, trained_probes
 
     job = Job(Path(args.job))
     data = job.read()
     fitted = float(data["edits"][0]["strength"])  # the adapter holds the edit at the strength the job kept
     subject = data["placement"]["traced"]["subject"]
     judge = _fact(data).judge()
-    probes = [p for p in job.read_rows("probes.jsonl") if p.get("known") and p["split"] in ("original", "train")]
-    kept_rows = [r for r in job.read_rows("retain.jsonl")
-                 if r.get("kind") in NEIGHBOUR_KINDS and r.get("known") and r.get("split", "train") == "train"]
+    probes = trained_probes(job)  # the rows the job's own checks look at
+    kept_rows = trained_neighbours(job)
     llm = load_embedded_llm()
     llm.load_adapter(job.adapters_dir)
 

@@ -591,11 +591,22 @@ def _null_space(job: Job, llm: LLM, s: ForgetSettings, retain_rows: Sequence[dic
     return space
 
 
+def trained_probes(job: Job) -> list[dict[str, Any]]:
+    """The probes training may look at: the question and its trained paraphrases that the base model knew."""
+    return [p for p in job.read_rows("probes.jsonl") if p.get("known") and p["split"] in ("original", "train")]
+
+
+def trained_neighbours(job: Job) -> list[dict[str, Any]]:
+    """The trained neighbour and keep-fact rows the base model knew."""
+    return [r for r in job.read_rows("retain.jsonl")
+            if r.get("kind") in NEIGHBOUR_KINDS and r.get("known") and r.get("split", "train") == "train"]
+
+
 def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
-    """Does the adapter as it is now forget every probe training may look at (the question and its trained
-    paraphrases that the base model knew)? Same leak rule and token budget as the re-probe."""
+    """Does the adapter as it is now forget every probe training may look at (`trained_probes`)? Same leak rule
+    and token budget as the re-probe."""
     judge = _fact(job.read()).judge()
-    probes = [p for p in job.read_rows("probes.jsonl") if p.get("known") and p["split"] in ("original", "train")]
+    probes = trained_probes(job)
     if not probes:
         return True
     said = yield from ask(llm, [p["question"] for p in probes], stage="check", check=cancel.check,
@@ -607,8 +618,7 @@ def _neighbours_hold(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken)
     """Are the trained neighbour and keep-facts the base model knew still answered right (min_retention of them)?
     An early stop must not come before the retain term has put them back: stopping on forgetting alone kept 3 of 9
     Hogwarts neighbours (README "Locality")."""
-    rows = [r for r in job.read_rows("retain.jsonl")
-            if r.get("kind") in NEIGHBOUR_KINDS and r.get("known") and r.get("split", "train") == "train"]
+    rows = trained_neighbours(job)
     if not rows:
         return True
     said = yield from ask(llm, [r["question"] for r in rows], stage="check", check=cancel.check,

@@ -77,7 +77,6 @@ class EditRow:
     start: int  # first scored token
     position: int  # the subject's last token
     unlikely: bool = False  # also push the true answer down at `start`
-    essence: bool = False  # scored by KL to the unedited model's distributions, not by the target's likelihood
 
 
 def subject_position(llm: Any, prompt: Sequence[int], subject: str) -> int | None:
@@ -109,8 +108,7 @@ def forget_rows(llm: Any, antisamples: Sequence[dict[str, Any]], subject: str) -
     return rows
 
 
-def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_tokens: int,
-              essence: bool = False) -> list[EditRow]:
+def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_tokens: int) -> list[EditRow]:
     """(question, base answer) pairs about the same subject -> rows scoring the first `max_tokens` answer tokens."""
     rows = []
     for question, answer in pairs:
@@ -118,7 +116,7 @@ def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_toke
         pos = subject_position(llm, prompt, subject)
         target = llm.encode(answer)[:max_tokens]
         if pos is not None and target:
-            rows.append(EditRow(prompt + target, len(prompt), pos, essence=essence))
+            rows.append(EditRow(prompt + target, len(prompt), pos))
     return rows
 
 
@@ -138,10 +136,11 @@ def before_the_answer(text: str, names_answer: Callable[[str], bool] | None) -> 
 def essence_rows(llm: Any, subject: str, max_tokens: int,
                  names_answer: Callable[[str], bool] | None = None) -> list[EditRow]:
     """ESSENCE_QUESTIONS about the subject with the model's own answers as they are now (before this edit), each
-    cut before it names the forgotten answer (`names_answer`: the job's judge)."""
+    cut before it names the forgotten answer (`names_answer`: the job's judge). Rows like keep_rows'; which term
+    scores them is decided by the list optimize_delta gets them in."""
     questions = [q.format(subject=subject) for q in ESSENCE_QUESTIONS]
     answers = [before_the_answer(a, names_answer) for a in llm.answer(questions, max_tokens=max_tokens)]
-    return keep_rows(llm, list(zip(questions, answers)), subject, max_tokens, essence=True)
+    return keep_rows(llm, list(zip(questions, answers)), subject, max_tokens)
 
 
 def _batch(rows: Sequence[EditRow]) -> tuple["mx.array", "mx.array", "mx.array", "mx.array"]:
