@@ -327,6 +327,47 @@ def test_strengthen_edit_scales_one_column(tiny_model_dir):
     assert np.allclose(b[0], 2.0) and np.allclose(b[1], 4.5)
 
 
+@pytest.mark.parametrize("leaks, kept, checks", [
+    # (as it is, after 4-bit) leaks per strength tried -> the strength kept, how many strengths were tried
+    ([(1, 1), (0, 2), (0, 2), (0, 2)], 1.0, 4),  # a stronger edit forgets no more (Einstein): the weakest of a tie
+    ([(1, 3), (2, 1), (4, 2), (1, 0)], 3.375, 4),  # the strongest leaks least: it stays
+    ([(1, 3), (0, 1), (2, 2), (3, 1)], 1.5, 4),  # the best is in between: the edit goes back to it
+    ([(0, 1), (0, 0)], 1.5, 2),  # nothing leaks at 1.5x: stop there
+])
+def test_edit_strength_keeps_the_weakest_edit_that_leaks_least(tiny_model_dir, monkeypatch, leaks, kept, checks):
+    from contextlib import nullcontext
+
+    from unstar_gui.engine import pipeline
+    from unstar_gui.engine.evaluate import attacks
+
+    llm = LLM(tiny_model_dir)
+    llm.attach_lora(LoraSettings.for_window(0, 1, len(llm.model.layers), rank=2, scale=1.0, keys=("mlp.down_proj",)))
+    se.set_edit(llm, 0, 0, np.ones(128), np.full(64, 2.0))
+    answers = iter(n for pair in leaks for n in pair)
+
+    def leaking(job, llm, s, cancel):
+        return next(answers)
+        yield  # a generator, like the real check
+
+    monkeypatch.setattr(pipeline, "_trained_probes_leaking", leaking)
+    monkeypatch.setattr(attacks, "requantized", lambda llm, bits, group: nullcontext())
+    steps = pipeline._edit_strength(None, llm, None, 0, 0, None)
+    events = []
+    try:
+        while True:
+            events.append(next(steps))
+    except StopIteration as done:
+        strength, tried = done.value
+    assert strength == pytest.approx(kept) and len(tried) == checks
+    assert tried[strength] == min(tried.values())
+    assert np.allclose(np.array(llm.model.layers[0].mlp.down_proj.lora_b)[0], 2.0 * kept)  # the edit is left there
+    warned = [ev.message for ev in events if getattr(ev, "level", "") == "warning"]
+    if sum(leaks[-1]) == 0:
+        assert not warned
+    else:
+        assert len(warned) == 1 and f"keeping {kept:g}x" in warned[0]
+
+
 # the real thing ------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(3000)  # a few minutes on a quiet machine; a shared 2-core box can be several times slower

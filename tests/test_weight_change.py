@@ -26,6 +26,9 @@ def test_a_subject_edit_names_its_block_subject_strength_and_leak():
     assert len(lines) == 2  # no LoRA sentence for an edit
     # nor before its first edit is recorded: the placement alone says where it will go
     assert describe_change({**EDIT_JOB, "edits": []}) == lines[:1]
+    short = describe_change({**EDIT_JOB, "edits": [{**EDIT_JOB["edits"][0], "strength": 1.0,
+                                                     "trained_forgotten": False}]})
+    assert "kept at 1x, the weakest that let the fewest back" in short[1] and "Made" not in short[1]
     trace = trace_of(EDIT_JOB)
     assert trace is not None and trace.effects == tuple(EFFECTS) and trace.changed == (1,)
     assert trace.subject == "Japan"

@@ -515,29 +515,49 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
     # they are and the way the quantization attack will, and make the change stronger until both hold (it only
     # looks at what training may look at). Fitting it again with the kept rows seeing the stronger edit was tried
     # and not kept: on Hogwarts it needed 3.4x, still gave a trained probe away and took 4x as long.
-    from .evaluate.attacks import requantized
-
-    strength = 1.0
-    for attempt in range(EDIT_QUANT_TRIES):
-        if attempt:
-            strengthen_edit(llm, layer, r, EDIT_STRENGTHEN)
-            strength *= EDIT_STRENGTHEN
-        survives = yield from _trained_probes_forgotten(job, llm, s, cancel)
-        if survives:
-            with requantized(llm, *EDIT_QUANT_CHECK):
-                survives = yield from _trained_probes_forgotten(job, llm, s, cancel)
-        if survives:
-            break
-    info = {**info, "strength": strength, "trained_forgotten": bool(survives)}  # also after 4-bit
+    strength, tried = yield from _edit_strength(job, llm, s, r, layer, cancel)
+    survives = tried[strength] == 0
+    info = {**info, "strength": strength, "trained_forgotten": bool(survives),  # also after 4-bit
+            "strengths_tried": [[k, n] for k, n in tried.items()]}
     job.record_edit(r, layer, info)
     trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round)
     yield Log(f"Edit {r + 1}: block {layer}, {info['rows']} paraphrases, {info['keep_rows']} same-subject "
               f"neighbours kept; each trained paraphrase gets {info['reach_min']:.0%}-{info['reach_mean']:.0%} of the "
               f"change (size {info['delta_norm'] / info['v_norm']:.1f}x the MLP output there), a general input "
               f"about {info['leak']:.0%}." + (f" Made {strength:g}x stronger so that every trained probe is "
-                                              f"forgotten, also after 4-bit re-quantization." if strength > 1 else "")
-              + ("" if survives else " A trained probe still gives the fact away (as it is or after 4-bit "
-                                     "re-quantization)."))
+                                              f"forgotten, also after 4-bit re-quantization."
+                                              if survives and strength > 1 else "")
+              + ("" if survives else f" A trained probe still gives the fact away (as it is or after 4-bit "
+                                     f"re-quantization) at every strength tried; kept at {strength:g}x."))
+
+
+def _edit_strength(job: Job, llm: LLM, s: ForgetSettings, r: int, layer: int, cancel: CancelToken
+                   ) -> Iterator[Event]:
+    """Make edit r stronger (x1.5 a try, EDIT_QUANT_TRIES tries) until no trained probe leaks, as it is or after
+    4-bit re-quantization. If no strength gets there, keep the one that leaks least, the weakest of a tie: past a
+    point a stronger edit stops forgetting more and only changes more (Einstein: 2 leaks at 1x and at 3.4x, trained
+    neighbours 7 -> 2 of 9; bench/edit_strength.py). Returns (strength kept, {strength: leaks}); the edit is left at
+    the strength kept."""
+    from .evaluate.attacks import requantized
+
+    strength, tried = 1.0, {}
+    for attempt in range(EDIT_QUANT_TRIES):
+        if attempt:
+            strengthen_edit(llm, layer, r, EDIT_STRENGTHEN)
+            strength *= EDIT_STRENGTHEN
+        leaks = yield from _trained_probes_leaking(job, llm, s, cancel)
+        with requantized(llm, *EDIT_QUANT_CHECK):
+            leaks += yield from _trained_probes_leaking(job, llm, s, cancel)
+        tried[strength] = leaks
+        if leaks == 0:
+            return strength, tried
+    keep = min(tried, key=lambda k: (tried[k], k))
+    if keep != strength:
+        strengthen_edit(llm, layer, r, keep / strength)
+    yield Log(f"No strength tried forgets every trained probe (leaks as they are plus after 4-bit: "
+              + ", ".join(f"{k:g}x {n}" for k, n in tried.items()) + f"); keeping {keep:g}x, the weakest that "
+              f"leaks least.", "warning")
+    return keep, tried
 
 
 def _answer_token_ids(llm: LLM, fact: dict[str, Any]) -> list[int]:
@@ -602,16 +622,21 @@ def trained_neighbours(job: Job) -> list[dict[str, Any]]:
             if r.get("kind") in NEIGHBOUR_KINDS and r.get("known") and r.get("split", "train") == "train"]
 
 
-def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
-    """Does the adapter as it is now forget every probe training may look at (`trained_probes`)? Same leak rule
-    and token budget as the re-probe."""
+def _trained_probes_leaking(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
+    """How many of the probes training may look at (`trained_probes`) the adapter as it is now still answers with
+    the fact. Same leak rule and token budget as the re-probe."""
     judge = _fact(job.read()).judge()
     probes = trained_probes(job)
     if not probes:
-        return True
+        return 0
     said = yield from ask(llm, [p["question"] for p in probes], stage="check", check=cancel.check,
                           max_tokens=s.probe_max_tokens)
-    return not any(probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
+    return sum(probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
+
+
+def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
+    """Does the adapter as it is now forget every probe training may look at?"""
+    return (yield from _trained_probes_leaking(job, llm, s, cancel)) == 0
 
 
 def _neighbours_hold(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:

@@ -103,7 +103,11 @@ def describe_change(job: Mapping[str, Any]) -> list[str]:
             text += f"{' and' if kept else ' while'} what the model says about the subject in general is held"
         text += "."
         strength = _float(e.get("strength"))
-        if strength and strength > 1:
+        if e.get("trained_forgotten") is False and strength:
+            # the job's strength search found no edit that forgets every trained question (pipeline._edit_strength)
+            text += (f" No strength tried kept every trained question forgotten, also after 4-bit re-quantization; "
+                     f"it is kept at {strength:g}x, the weakest that let the fewest back.")
+        elif strength and strength > 1:
             text += f" Made {strength:g}x stronger so the fact stays forgotten after 4-bit re-quantization."
         leak = _float(e.get("leak"))
         if leak is not None and 0 <= leak <= 10:
