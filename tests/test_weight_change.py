@@ -28,7 +28,11 @@ def test_a_subject_edit_names_its_block_subject_strength_and_leak():
     assert describe_change({**EDIT_JOB, "edits": []}) == lines[:1]
     short = describe_change({**EDIT_JOB, "edits": [{**EDIT_JOB["edits"][0], "strength": 1.0,
                                                      "trained_forgotten": False}]})
-    assert "kept at 1x, the weakest that let the fewest back" in short[1] and "Made" not in short[1]
+    assert "no stronger one let fewer back, so it keeps its fitted strength." in short[1] and "Made" not in short[1]
+    stronger = describe_change({**EDIT_JOB, "edits": [{**EDIT_JOB["edits"][0], "strength": 3.375,
+                                                        "trained_forgotten": False}]})
+    assert "made 3.375x stronger, the strength that let the fewest back." in stronger[1]
+    assert "so the fact stays forgotten" not in stronger[1]
     trace = trace_of(EDIT_JOB)
     assert trace is not None and trace.effects == tuple(EFFECTS) and trace.changed == (1,)
     assert trace.subject == "Japan"

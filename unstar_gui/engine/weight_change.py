@@ -105,8 +105,9 @@ def describe_change(job: Mapping[str, Any]) -> list[str]:
         strength = _float(e.get("strength"))
         if e.get("trained_forgotten") is False and strength:
             # the job's strength search found no edit that forgets every trained question (pipeline._edit_strength)
-            text += (f" No strength tried kept every trained question forgotten, also after 4-bit re-quantization; "
-                     f"it is kept at {strength:g}x, the weakest that let the fewest back.")
+            text += (" No strength tried kept every trained question forgotten, also after 4-bit re-quantization"
+                     + (", and no stronger one let fewer back, so it keeps its fitted strength." if strength <= 1 else
+                        f"; it was made {strength:g}x stronger, the strength that let the fewest back."))
         elif strength and strength > 1:
             text += f" Made {strength:g}x stronger so the fact stays forgotten after 4-bit re-quantization."
         leak = _float(e.get("leak"))
