@@ -286,6 +286,34 @@ def test_an_edit_that_cost_neighbours_says_what_to_do(tiny_model, tmp_path, monk
     assert sum(1 for ev in events if type(ev).__name__ == "Log" and "Edit " in ev.message and ": block" in ev.message) == 1
 
 
+def test_an_edit_that_leaves_a_probe_gets_a_second_edit_not_a_retain_weight(tiny_model, tmp_path, monkeypatch):
+    """A trained probe still leaks after round 1: fresh anti-samples and a second edit (rank two) follow, and the log
+    does not claim a retain weight was raised (no retain weight steers an edit)."""
+    from tests.test_pipeline import tiny_request
+
+    from unstar_gui.engine import pipeline
+    from unstar_gui.engine.events import Finished
+    from unstar_gui.engine.jobs import open_job
+
+    real = pipeline._probe_round
+
+    def probed(job, llm, r, *a, **k):
+        result = yield from real(job, llm, r, *a, **k)
+        done = r >= 1
+        return {**result, "efficacy_train": 1.0 if done else 0.5, "retention_holds": done,
+                "retention_neighbours": 1.0 if done else 0.5}
+
+    monkeypatch.setattr(pipeline, "_probe_round", probed)
+    events = list(pipeline.run_forget(tiny_request(tmp_path, update="subject_edit", steps_per_round=2,
+                                                   max_rounds=3, attacks="none")))
+    assert isinstance(events[-1], Finished)
+    logs = [ev.message for ev in events if type(ev).__name__ == "Log"]
+    assert any("Round 1: a trained probe still gives the fact away; fresh anti-samples and another edit" in m
+               for m in logs)
+    assert not any("retain weight now" in m for m in logs)
+    assert [e["round"] for e in open_job(tmp_path / "job").read()["edits"]] == [0, 1]
+
+
 def test_subject_edit_job_exports_an_adapter_mlx_lm_applies(tiny_model, tmp_path):
     import mlx_lm
 

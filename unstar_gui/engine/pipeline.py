@@ -466,7 +466,10 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                       f"job again with the original UNSTAR recipe (Recipe in the training form, or --preset paper), "
                       f"which keeps them better (README \"Locality\").", "warning")
             break
-        if not summary.retention_holds:
+        if editing:  # a trained probe still leaks: fresh anti-samples and an edit of their own (no retain weight)
+            yield Log(f"Round {r + 1}: a trained probe still gives the fact away; fresh anti-samples and another edit "
+                      f"follow.")
+        elif not summary.retention_holds:
             method.ctx.retain_weight = _retain_weight(s, rounds)
             yield Log(f"Retention did not hold (neighbours {summary.retention_neighbours:.0%}, general "
                       f"{summary.retention_general_all:.0%}); retain weight now {method.ctx.retain_weight:g}.",
