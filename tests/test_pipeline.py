@@ -281,6 +281,22 @@ def test_killed_cli_job_resumes_from_its_last_checkpoint(tiny_model, tmp_path, u
     assert job.status == "done" and job.has_adapters
 
 
+def test_a_job_closed_after_its_cancel_flag_was_set_is_cancelled_not_interrupted(tiny_model, tmp_path):
+    """The app's worker checks the cancel flag between events and closes the job's generator itself when it sees it
+    first: the job must still read "cancelled" (flaky under load before: the GUI test saw "interrupted")."""
+    token = CancelToken()
+    events = run_forget(tiny_request(tmp_path, "cancelled", steps_per_round=6), cancel=token)
+    for ev in events:
+        if isinstance(ev, Checkpoint):
+            break
+    token.cancel()
+    events.close()
+    job = open_job(tmp_path / "cancelled")
+    assert job.status == "cancelled" and job.read()["step"] == 2
+    resumed = list(resume_forget(tmp_path / "cancelled"))
+    assert isinstance(resumed[-1], Finished) and job.status == "done"
+
+
 def test_ctrl_c_marks_the_job_interrupted_and_says_how_to_resume(tiny_model, tmp_path, unstar_home):
     out = samples_then_stop(tmp_path, "ctrl-c", steps_per_round=400, checkpoint_every=5)
     proc = resume_in_child(out, unstar_home)

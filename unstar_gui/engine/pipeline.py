@@ -917,7 +917,12 @@ def run_job(job: Job, cancel: CancelToken | None = None, llm: LLM | None = None)
         job.set_status("cancelled", error=exc.message)
         raise
     except (KeyboardInterrupt, GeneratorExit):
-        job.set_status("interrupted", error="Interrupted before it finished.")
+        # A consumer that saw the cancel flag before the job did closes the generator (the app's worker checks it
+        # between events): that is still the user's cancel, not a crash or a quit.
+        if cancel.cancelled:
+            job.set_status("cancelled", error="Cancelled.")
+        else:
+            job.set_status("interrupted", error="Interrupted before it finished.")
         raise
     except UnstarError as exc:
         job.set_status("failed", error=str(exc))
