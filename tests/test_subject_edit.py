@@ -229,6 +229,41 @@ def events_start_loss(llm, forget):
     return float((nll + ul).mean())
 
 
+def _fit(steps_gen):
+    """Drive optimize_delta to its return value (delta, ||v||)."""
+    try:
+        while True:
+            next(steps_gen)
+    except StopIteration as done:
+        return done.value
+
+
+def test_a_later_edit_is_sized_on_the_models_own_mlp_output_not_the_edited_one(tiny_model_dir):
+    """Round 2's delta is held near the size of the unedited MLP output at the subject: measured with round 1's edit
+    in place, ||v|| (and with it the learning rate, the decay and the clamp) grew with every round (Einstein: 15 ->
+    48 -> 127). The earlier edit still acts on what round 2 fits (its loss is taken with it)."""
+    llm = LLM(tiny_model_dir)
+    llm.attach_lora(LoraSettings.for_window(0, 1, len(llm.model.layers), rank=2, scale=1.0, keys=("mlp.down_proj",)))
+    se.clear_unused(llm, 0, 0)
+    rows = se.forget_rows(llm, [_anti("Where did Harry Potter go to school?"),
+                                _anti("Which school did Harry Potter attend?")], SUBJECT)
+    settings = se.EditSettings(steps=1)
+    _, v_first = _fit(se.optimize_delta(llm.model, 0, rows, [], [], settings, round=0))
+    keys = se.subject_keys(llm.model, 0, rows)
+    u, _ = se.solve_edit(keys, np.zeros(64), None, 1e-2)
+    big = np.full(64, 50.0 * v_first / 8.0)  # ||big|| = 50 ||v||: the first edit dwarfs the MLP output there
+    se.set_edit(llm, 0, 0, u, big)
+    tokens, mask, _, _ = se._batch(rows)
+    with_first = np.array(llm.model(tokens[:, :-1]))
+    delta, v_second = _fit(se.optimize_delta(llm.model, 0, rows, [], [], settings, round=1))
+    assert v_second == pytest.approx(v_first, rel=1e-3)
+    assert np.linalg.norm(delta) <= settings.clamp * v_first * 1.001
+    # the first edit is still in the model (the fit leaves the LoRA layer as it found it)
+    assert np.allclose(np.array(llm.model(tokens[:, :-1])), with_first, atol=1e-4)
+    with llm.base_model():
+        assert not np.allclose(np.array(llm.model(tokens[:, :-1])), with_first, atol=1e-2)
+
+
 def test_set_edit_refuses_a_column_past_the_rank(tiny_model_dir):
     llm = LLM(tiny_model_dir)
     llm.attach_lora(LoraSettings.for_window(0, 1, len(llm.model.layers), rank=1, scale=1.0, keys=("mlp.down_proj",)))
