@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -376,7 +376,7 @@ def main() -> None:
                 r.update(general_counts(d, base_general(llm, r["fact"], root)))
         results_path.write_text(json.dumps(results, indent=1))
     if args.table or args.rejudge or args.rebase:
-        print(table(results))
+        print(table(results, args.facts.split(","), args.variants.split(",")))
         name, why = choose_default(results, args.facts.split(","))
         print("\nDefault by the validation rule (choose_default):", name, *why, sep="\n  ")
         return
@@ -439,13 +439,19 @@ def choose_default(results: dict[str, Any], facts: list[str]) -> tuple[str | Non
     return best, why
 
 
-def table(results: dict[str, Any]) -> str:
-    """One row per (fact, variant): shares as hits/items (%), the items being those the base model got right."""
-    head = ("| fact | variant | trained steps (scale) | held-out forgotten | 4-bit: forgotten (held-out) | "
-            "neighbours, trained | neighbours, held-out | general, validation | **general, evaluation** | "
-            "general, evaluation, rebased | perplexity | train + probe s |")
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results["runs"]:
+def table(results: dict[str, Any], facts: Sequence[str] = (), variants: Sequence[str] = ()) -> str:
+    """One row per (fact, variant): shares as hits/items (%), the items being those the base model got right.
+    With `facts` / `variants`, only those rows, in that order (fact first); otherwise every row as run."""
+    head = ("| fact | variant | trained steps (scale) | trained probes forgotten | held-out forgotten | "
+            "4-bit: forgotten (held-out) | neighbours, trained | neighbours, held-out | general, validation | "
+            "**general, evaluation** | general, evaluation, rebased | perplexity | train + probe s |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    runs = results["runs"]
+    if facts or variants:
+        fo, vo = list(facts), list(variants)
+        runs = sorted((r for r in runs if (not fo or r["fact"] in fo) and (not vo or r["variant"] in vo)),
+                      key=lambda r: (fo.index(r["fact"]) if fo else 0, vo.index(r["variant"]) if vo else 0))
+    for r in runs:
         stops = r.get("early_stops") or []
         steps = stops[-1]["step"] if stops else r.get("steps")
         scales = r.get("adapter_scales") or []
@@ -457,7 +463,8 @@ def table(results: dict[str, Any]) -> str:
             scale += f", {r['rounds']} rounds"
         q4 = f"{_share(r['requant4_all'])} ({_share(r['requant4_heldout']).split(' ')[0]})"
         secs = round((r.get("train_s") or 0) + (r.get("reprobe_s") or 0))
-        lines.append(f"| {r['fact']} | {r['variant']} | {steps}{scale} | {_share(r['efficacy_heldout'])} | {q4} | "
+        lines.append(f"| {r['fact']} | {r['variant']} | {steps}{scale} | {_share(r.get('efficacy_train'))} | "
+                     f"{_share(r['efficacy_heldout'])} | {q4} | "
                      f"{_share(r['neighbours_trained'])} | {_share(r['neighbours_heldout'])} | "
                      f"{_share(r['general_validation'])} | **{_share(r['general_eval'])}** | "
                      f"{_share(r.get('general_eval_rebased'))} | {r['perplexity']} | "
