@@ -349,6 +349,67 @@ def test_an_edit_that_leaves_a_probe_gets_a_second_edit_not_a_retain_weight(tiny
     assert [e["round"] for e in open_job(tmp_path / "job").read()["edits"]] == [0, 1]
 
 
+def test_an_edit_that_forgets_no_more_is_undone_and_the_next_round_starts_from_the_model_before(
+        tiny_model, tmp_path, monkeypatch):
+    """Round 2's edit lets as many trained-probe checks through as round 1's (Einstein): its change is taken out,
+    the round reads as the model before it (no re-probe), and round 3's edit still goes in."""
+    from tests.test_pipeline import tiny_request
+
+    from unstar_gui.engine import pipeline
+    from unstar_gui.engine.events import Finished
+    from unstar_gui.engine.jobs import open_job
+
+    leaks = {0: 2, 1: 2, 2: 0}  # per round, at the strength kept (1x)
+
+    def strength(job, llm, s, r, layer, cancel):
+        return 1.0, {1.0: leaks[r]}
+        yield  # a generator, like the real search
+
+    real = pipeline._probe_round
+    probed_rounds = []
+
+    def probed(job, llm, r, *a, **k):
+        probed_rounds.append(r)
+        result = yield from real(job, llm, r, *a, **k)
+        done = leaks[r] == 0
+        return {**result, "efficacy_train": 1.0 if done else 0.5, "retention_holds": done}
+
+    monkeypatch.setattr(pipeline, "_edit_strength", strength)
+    monkeypatch.setattr(pipeline, "_probe_round", probed)
+    events = list(pipeline.run_forget(tiny_request(tmp_path, update="subject_edit", steps_per_round=2,
+                                                   max_rounds=3, attacks="none")))
+    assert isinstance(events[-1], Finished)
+    job = open_job(tmp_path / "job")
+    data = job.read()
+    assert [bool(e.get("undone")) for e in data["edits"]] == [False, True, False]
+    assert probed_rounds == [0, 2]  # the undone round is not asked again: its model is round 1's
+    rounds = data["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert {k: v for k, v in rounds[1].items() if k not in ("round", "steps", "probe_s")} == \
+        {k: v for k, v in rounds[0].items() if k not in ("round", "steps", "probe_s")}
+    logs = [ev.message for ev in events if type(ev).__name__ == "Log"]
+    assert any("Edit 2 forgets no more than the model did before it" in m and "2 before, 2 after" in m
+               and "after edit 1" in m for m in logs)
+    weights = mx.load(str(job.adapters_dir / "adapters.safetensors"))
+    b = next(v for k, v in weights.items() if k.endswith("lora_b"))
+    norms = [float(mx.abs(b[i]).max()) for i in range(3)]
+    assert norms[0] > 0 and norms[1] == 0 and norms[2] > 0
+
+
+def test_edit_leaks_reads_the_count_at_the_kept_strength_and_looks_past_undone_edits():
+    from unstar_gui.engine.pipeline import _edit_leaks, _edit_undone
+
+    class Job:
+        def read(self):
+            return {"edits": [{"round": 0, "strength": 1.5, "strengths_tried": [[1.0, 3], [1.5, 1]]},
+                              {"round": 1, "strength": 1.0, "strengths_tried": [[1.0, 2]], "undone": True}]}
+
+    job = Job()
+    assert _edit_leaks(job, 0) == 1 and _edit_leaks(job, 1) == 1  # the undone edit's model is edit 1's
+    assert _edit_leaks(job, -1) is None and _edit_leaks(job, 2) is None
+    assert _edit_undone(job, 1) and not _edit_undone(job, 0)
+
+
 def test_subject_edit_job_exports_an_adapter_mlx_lm_applies(tiny_model, tmp_path):
     import mlx_lm
 

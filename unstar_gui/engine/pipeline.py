@@ -445,6 +445,11 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                 job.record_early_stop(r, stopped_at, s.steps_per_round)
                 yield Log(f"Every trained probe is forgotten after {stopped_at} steps: round {r + 1} stops early.")
             step = s.steps_per_round
+        if len(rounds) <= r and editing and r > 0 and _edit_undone(job, r):
+            # The model is the one after the round before, and so are its answers: no re-probe (a copy of its
+            # summary stands for this round, so the round loop and the report read on as for any round).
+            rounds = list(job.record_round({**rounds[r - 1].to_dict(), "round": r,
+                                            "steps": s.steps_per_round * (r + 1), "probe_s": 0.0}))
         if len(rounds) <= r:
             if s.scale_sweep:  # before the re-probe, so the round's numbers are the scaled adapter's (a resume
                 yield from _sweep_adapter_scale(job, llm, s, r, cancel)  # restores the unscaled one: same result)
@@ -522,6 +527,13 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
     survives = tried[strength] == 0
     info = {**info, "strength": strength, "trained_forgotten": bool(survives),  # also after 4-bit
             "strengths_tried": [[k, n] for k, n in tried.items()]}
+    before = _edit_leaks(job, r - 1)
+    if not survives and before is not None and tried[strength] >= before:
+        # The strength rule's reasoning across rounds: an edit that lets no fewer trained probes back than the model
+        # had before it only changes more (Einstein, round 2: 2 leaks before and after, trained neighbours and
+        # general knowledge lower). Its change is taken out; the next round, if any, starts from the same model.
+        strengthen_edit(llm, layer, r, 0.0)
+        info["undone"] = True
     job.record_edit(r, layer, info)
     trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round)
     yield Log(f"Edit {r + 1}: block {layer}, {info['rows']} paraphrases, {info['keep_rows']} same-subject "
@@ -532,6 +544,28 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
                                               if survives and strength > 1 else "")
               + ("" if survives else f" A trained probe still gives the fact away (as it is or after 4-bit "
                                      f"re-quantization) at every strength tried; kept at {strength:g}x."))
+    if info.get("undone"):
+        yield Log(f"Edit {r + 1} forgets no more than the model did before it (trained-probe checks that still give "
+                  f"the fact away, as they are and after 4-bit re-quantization: {before} before, {tried[strength]} "
+                  f"after), so it is undone: the model stays as it was after edit {r}.", "warning")
+
+
+def _edit_leaks(job: Job, r: int) -> int | None:
+    """How many trained-probe checks (as they are plus after 4-bit) let the fact through after edit r, at the
+    strength it kept; None before the first edit or when job.json does not say. An undone edit's model is the one
+    before it, so its count is that one's."""
+    edits = {e.get("round"): e for e in job.read().get("edits") or [] if isinstance(e, dict)}
+    e = edits.get(r)
+    if r < 0 or e is None:
+        return None
+    if e.get("undone"):
+        return _edit_leaks(job, r - 1)
+    tried = {float(k): int(n) for k, n in e.get("strengths_tried") or []}
+    return tried.get(float(e.get("strength", 1.0)))
+
+
+def _edit_undone(job: Job, r: int) -> bool:
+    return any(e.get("round") == r and e.get("undone") for e in job.read().get("edits") or [] if isinstance(e, dict))
 
 
 def _edit_strength(job: Job, llm: LLM, s: ForgetSettings, r: int, layer: int, cancel: CancelToken

@@ -103,7 +103,10 @@ def describe_change(job: Mapping[str, Any]) -> list[str]:
             text += f"{' and' if kept else ' while'} what the model says about the subject in general is held"
         text += "."
         strength = _float(e.get("strength"))
-        if e.get("trained_forgotten") is False and strength:
+        if e.get("undone") is True:  # pipeline._edit_round: it let no fewer trained questions back than before
+            text += (" It let no fewer trained questions give the fact away than the model before it, so it was "
+                     "taken out again: it changes nothing.")
+        elif e.get("trained_forgotten") is False and strength:
             # the job's strength search found no edit that forgets every trained question (pipeline._edit_strength)
             text += (" No strength tried kept every trained question forgotten, also after 4-bit re-quantization"
                      + (", and no stronger one let fewer back, so it keeps its fitted strength." if strength <= 1 else
