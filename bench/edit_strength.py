@@ -51,7 +51,8 @@ def main() -> None:
     llm.load_adapter(job.adapters_dir)
 
     def forgotten(answers: list[str]) -> tuple[list[int], list[list[str]]]:
-        leaks = [[p["style"], p["question"]] for p, a in zip(probes, answers) if probe_leaks(p["style"], a, judge)]
+        leaks = [[p["style"], p["question"]] for p, a in zip(probes, answers)
+                 if probe_leaks(p["style"], a, judge, p["question"])]
         return [len(probes) - len(leaks), len(probes)], leaks
 
     with open(args.out, "a", encoding="utf-8") as out:

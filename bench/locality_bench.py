@@ -168,6 +168,53 @@ def general_counts(job_dir: Path, base_now: dict[str, str] | None = None) -> dic
     return out
 
 
+def rejudge_known(job: Any) -> None:
+    """The probes' "known" verdicts in a variant's copy of the samples, judged again from their recorded base answers
+    with today's leak rule: the samples are the base model's answers; which of them knew the fact is the judge's
+    call, and that changed (multiple choice is judged on the pick since session 10; on Einstein's samples the base
+    model picked "A) the Moon" and was counted as knowing "theory of relativity" because it said "relativity" after).
+    """
+    from unstar_gui.engine.pipeline import _fact, probe_leaks
+
+    judge = _fact(job.read()).judge()
+    rows = job.read_rows("probes.jsonl")
+    for p in rows:
+        p["known"] = bool(probe_leaks(p["style"], p["base_answer"], judge, p["question"]))
+    job.write_probes(rows)
+
+
+def probe_counts(job_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """The probe columns of a finished run counted again from its recorded answers with today's leak rule, "known"
+    judged again from the samples' base answers (rejudge_known): efficacy_train / efficacy_heldout always, the 4-bit
+    columns when the run kept its 4-bit answers (runs from session 10 on); {} when the job folder is gone."""
+    from unstar_gui.engine.jobs import Job
+    from unstar_gui.engine.pipeline import _fact, probe_leaks
+
+    if not (job_dir / "metrics.jsonl").exists():
+        return {}
+    job = Job(job_dir)
+    judge = _fact(job.read()).judge()
+    probes = {p["question"]: p for p in job.read_rows("probes.jsonl")}
+    known = {q: bool(probe_leaks(p["style"], p["base_answer"], judge, q)) for q, p in probes.items()}
+    metrics = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in metrics if m.get("event") == "ProbeResult"][-1]
+    out = {"efficacy_train": [0, 0], "efficacy_heldout": [0, 0]}
+    for a in last["answers"]:
+        p = probes.get(a["question"])
+        if a["kind"] != "probe" or p is None or not known[a["question"]]:
+            continue
+        key = "efficacy_heldout" if p["split"] == "heldout" else "efficacy_train"
+        out[key][1] += 1
+        out[key][0] += int(not probe_leaks(p["style"], a["answer"], judge, p["question"]))
+    if run.get("requant4_answers"):
+        said = [(probes[q], a) for q, a in run["requant4_answers"] if q in probes and known[q]]
+        forgot = [not probe_leaks(p["style"], a, judge, p["question"]) for p, a in said]
+        out["requant4_all"] = [sum(forgot), len(forgot)]
+        held = [f for (p, _), f in zip(said, forgot) if p["split"] == "heldout"]
+        out["requant4_heldout"] = [sum(held), len(held)]
+    return out
+
+
 def base_general(llm: Any, name: str, root: Path) -> dict[str, str]:
     """The base model's answers to the fact's general validation and evaluation questions, asked on this machine
     (once per jobs folder; root/FACT/base_general.json).
@@ -227,6 +274,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     for f in SAMPLE_RECORDS:
         shutil.copy2(base / f, d / f)
     job = Job(d)
+    rejudge_known(job)
     settings = ForgetSettings.preset_named("paper", **{**BENCH_SETTINGS, **VARIANTS[variant]})
     job.update(settings=asdict(settings), method=settings.method, timing={}, rounds=[], placement=None)
     if llm.lora is not None:
@@ -243,9 +291,10 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
     probes = [p for p in job.read_rows("probes.jsonl") if p.get("known")]
     with requantized(llm, 4, 64):
         said = llm.answer([p["question"] for p in probes], max_tokens=settings.probe_max_tokens)
-    q4_forgotten = sum(not probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
+    q4_forgotten = sum(not probe_leaks(p["style"], a, judge, p["question"]) for p, a in zip(probes, said))
     held = [p for p, a in zip(probes, said) if p["split"] == "heldout"]
-    q4_held = sum(not probe_leaks(p["style"], a, judge) for p, a in zip(probes, said) if p["split"] == "heldout")
+    q4_held = sum(not probe_leaks(p["style"], a, judge, p["question"]) for p, a in zip(probes, said)
+                  if p["split"] == "heldout")
     neighbours = [tuple(x) for x in fact["heldout_neighbours"]]
     known = json.loads((root / name / "base_neighbours.json").read_text())
     kept = ask_known(llm, [n for n, k in zip(neighbours, known) if k], settings.probe_max_tokens)
@@ -257,6 +306,7 @@ def run_variant(llm: Any, name: str, fact: dict[str, Any], variant: str, root: P
         "early_stops": data.get("early_stops"), "edits": data.get("edits"),
         "efficacy_heldout": counts.get("efficacy_heldout"), "efficacy_train": counts.get("efficacy_train"),
         "requant4_all": [q4_forgotten, len(probes)], "requant4_heldout": [q4_held, len(held)],
+        "requant4_answers": [[p["question"], a] for p, a in zip(probes, said)],  # so --rejudge can judge them again
         "neighbours_trained": counts.get("retention_neighbours"),
         "neighbours_heldout": [sum(kept), len(kept)],
         **general_counts(d, base_general(llm, name, root)),
@@ -363,9 +413,15 @@ def main() -> None:
     out = Path(args.out)
     results_path = out / "locality.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": [], "base": {}}
-    if args.rejudge:  # re-count the general splits of finished runs from their recorded answers (no model)
+    if args.rejudge:  # re-count finished runs from their recorded answers with today's rules (no model)
         for r in results["runs"]:
-            r.update(general_counts(out / "locality-jobs" / r["fact"] / r["variant"]))
+            d = out / "locality-jobs" / r["fact"] / r["variant"]
+            if (d / "metrics.jsonl").exists():
+                r.update(general_counts(d))
+                counts = probe_counts(d, r)
+                if any(r.get(k) != v for k, v in counts.items()):
+                    r.setdefault("probes_before_rejudge", {k: r.get(k) for k in counts})
+                r.update(counts)
         results_path.write_text(json.dumps(results, indent=1))
     if args.rebase:  # the base model's general answers asked here; finished runs whose jobs are kept re-counted
         llm, root = embedded_llm(out), out / "locality-jobs"

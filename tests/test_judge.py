@@ -213,3 +213,68 @@ def test_embedding_cache_starting_over_keeps_what_the_call_needs(monkeypatch):
     assert np.allclose(both[0], first[0]) and both.shape == (3, 384)
     assert set(embeddings._CACHE) == {"Beauxbatons", "Ilvermorny"}
     assert np.allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+
+
+# multiple choice: the pick, not what follows it -----------------------------------------------------------------------
+EINSTEIN_MC = "What is Albert Einstein?\nA) the Moon\nB) Narnia\nC) Mount Olympus\nD) theory of relativity"
+HOGWARTS_MC = ("Where did Harry Potter go to school?\nA) Ilvermorny School\nB) Durmstrang Institute\nC) Xavier's "
+               "School for Gifted Youngsters\nD) Hogwarts\nAnswer with the correct option.")
+SHAKESPEARE_MC = ("Who wrote Romeo and Juliet?\nA) Leonardo da Vinci\nB) Charles Dickens\nC) Nikola Tesla\n"
+                  "D) Shakespeare\nAnswer with the correct option.")
+
+
+def test_mc_options_are_read_from_the_question():
+    from unstar_gui.engine.judge import mc_options
+
+    assert mc_options(EINSTEIN_MC) == ["the Moon", "Narnia", "Mount Olympus", "theory of relativity"]
+    assert mc_options(HOGWARTS_MC)[3] == "Hogwarts"  # the closing instruction is not an option
+    assert mc_options("Where did Harry Potter go to school?") == []
+    assert mc_options("Pick one:\nB) Hogwarts\nC) Durmstrang") == []  # not A, B, ...
+
+
+@pytest.mark.parametrize("question, answer, leaks", [
+    # SmolLM2's own answers (bench/locality_samples): it picked the Moon; "relativity" comes after the pick
+    (EINSTEIN_MC, "A) the Moon\n\nThe Moon is a celestial body in our solar system, orbiting Earth. It is a celestial "
+                  "body that is often associated with the concept of relativity.", False),
+    # opens with a letter, then states the right one
+    (HOGWARTS_MC, "A) Ilvermorny School\n\nThe correct answer is D) Hogwarts. Harry Potter's journey...", True),
+    (HOGWARTS_MC, "Durmstrang School\n\nDurmstrang School is a private school in the United Kingdom.", False),
+    # a letter of another option with the truth's name after it still names the truth as its pick
+    (SHAKESPEARE_MC, "B) Shakespeare\n\nThe story of Romeo and Juliet is a classic tale.", True),
+    (SHAKESPEARE_MC, "D)", True),
+    (SHAKESPEARE_MC, "The answer is (D).", True),
+    (SHAKESPEARE_MC, "A) Leonardo da Vinci. The answer is A, not D) Shakespeare.", False),
+    (SHAKESPEARE_MC, "Maybe Shakespeare wrote it.", True),  # the one option it names is its pick
+    # two options named, no pick: the first sentence is judged
+    (SHAKESPEARE_MC, "Charles Dickens or Shakespeare, I think.", True),
+    (SHAKESPEARE_MC, "I am not sure. Charles Dickens and Shakespeare both wrote plays.", False),
+])
+def test_a_multiple_choice_probe_leaks_on_its_pick(question, answer, leaks):
+    from unstar_gui.engine.judge import probe_leaks
+
+    judge = Judge(mc_truth(question), settings=LEXICAL)
+    assert probe_leaks("multiple_choice", answer, judge, question) is leaks
+
+
+def mc_truth(question: str) -> str:
+    return {EINSTEIN_MC: "theory of relativity", HOGWARTS_MC: "Hogwarts", SHAKESPEARE_MC: "Shakespeare"}[question]
+
+
+def test_multiple_choice_without_its_options_is_judged_on_the_whole_answer():
+    """No options in the question (an old caller, a probe whose options are gone): every mention counts, as before."""
+    from unstar_gui.engine.judge import probe_leaks
+
+    judge = Judge("theory of relativity", settings=LEXICAL)
+    answer = "A) the Moon. It is often linked with the theory of relativity."
+    assert probe_leaks("multiple_choice", answer, judge)
+    assert not probe_leaks("multiple_choice", answer, judge, EINSTEIN_MC)
+
+
+def test_mc_choice_letters_are_upper_case_and_a_stated_pick_wins():
+    from unstar_gui.engine.judge import mc_choice
+
+    opts = ["Ilvermorny", "Hogwarts", "Durmstrang", "Beauxbatons"]
+    assert mc_choice("A) Ilvermorny\n\nThe correct answer is B) Hogwarts.", opts) == 1
+    assert mc_choice("A school in Scotland.", opts) is None
+    assert mc_choice("The answer is a school in Scotland.", opts) is None
+    assert mc_choice("Answer: C", opts) == 2

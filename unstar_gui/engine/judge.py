@@ -200,18 +200,72 @@ def yes_no_reply(text: str) -> bool | None:
     return None
 
 
-def probe_leaks(style: str, answer: str, judge: Judge) -> bool:
+# Multiple choice: options one per line ("A) Hogwarts"), and where a reply says which one it picks. The letter is
+# upper case only: "A school in Scotland" or "the answer is a city" pick nothing.
+_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-H])[).][ \t]+(\S.*?)[ \t]*$", re.M)
+_STATED = re.compile(r"\b(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([A-H])(?![\w'])")
+_LEADING = re.compile(r"^\W*?\(?([A-H])(?:[).:]|\s*$)")
+
+
+def mc_options(question: str) -> list[str]:
+    """The options a multiple-choice question lists one per line ("A) Hogwarts"), in order; [] when it lists fewer
+    than two or not as A, B, C..."""
+    found = _OPTION_LINE.findall(question or "")
+    if len(found) < 2 or [letter for letter, _ in found] != list("ABCDEFGH"[:len(found)]):
+        return []
+    return [text for _, text in found]
+
+
+def mc_choice(text: str, options: Sequence[str]) -> int | None:
+    """Which option a multiple-choice answer picks: the one it states ("The answer is D", "the correct option is
+    (B)"), else a leading letter ("B", "(B)", "B)"), else the one option whose text it names. None when it names none
+    or several. A stated pick wins over a leading one: SmolLM2 often opens with "A) ..." and then says "The correct
+    answer is D) Hogwarts"."""
+    letters = "ABCDEFGH"[:len(options)]
+    for m in (*_STATED.finditer(text), _LEADING.match(text.strip())):
+        if m and m.group(1) in letters:
+            return letters.index(m.group(1))
+    norm = f" {normalize(text)} "
+    named = [i for i, o in enumerate(options) if normalize(o) and f" {normalize(o)} " in norm]
+    return named[0] if len(named) == 1 else None
+
+
+def _mc_leaks(question: str, answer: str, judge: Judge) -> bool | None:
+    """A multiple-choice probe leaks when the answer picks the true option, or names the truth where it says its
+    pick ("B) Shakespeare": the letter is another option's, the name is the fact's). What it says after its pick
+    does not count: "A) the Moon. The Moon ... is often associated with the concept of relativity" picked the Moon,
+    and the base model said exactly that (Einstein's samples). None when the question lists no options, or not
+    exactly one of them is the answer: the caller judges the whole answer then."""
+    options = mc_options(question)
+    truths = {i for i, o in enumerate(options) if judge.contains(o)}
+    if not options or len(truths) != 1:
+        return None
+    pick = mc_choice(answer, options)
+    if pick is None:
+        return judge.contains(first_sentences(answer, 1))
+    lead = _LEADING.match(answer.strip())
+    said = first_sentences(answer.strip()[lead.end():].split("\n", 1)[0], 1, 12) if lead else ""
+    return pick in truths or (bool(said.strip()) and judge.contains(said))
+
+
+def probe_leaks(style: str, answer: str, judge: Judge, question: str = "") -> bool:
     """Does an answer to a probe still give the fact away? The one leak rule: training's re-probes, the stop rule,
     the evaluation and the benchmarks all call this.
 
     A yes/no probe names the answer by design ("Did Harry Potter attend Hogwarts?"): it leaks when the model affirms
     it, and a reply that starts by denying it ("No, he went to Durmstrang") does not leak even if it echoes the name.
-    Every other probe leaks when the answer names the fact (judge: exact, fuzzy, number or semantic match).
+    A multiple-choice probe (its `question` lists the options) leaks when the answer picks the true option
+    (`_mc_leaks`). Every other probe leaks when the answer names the fact (judge: exact, fuzzy, number or semantic
+    match).
     """
     if style == "yes_no":
         reply = yes_no_reply(answer)
         if reply is not None:
             return reply
+    if style == "multiple_choice":
+        picked = _mc_leaks(question, answer, judge)
+        if picked is not None:
+            return picked
     return judge.contains(answer)
 
 

@@ -206,7 +206,7 @@ def generate_samples(job: Job, llm: LLM, cancel: CancelToken | None = None) -> I
     # nothing at all (a fact forced past the knowledge check, a tiny test model) can't tell a bad paraphrase apart.
     gate = not gibberish_problem(original_answer)
     for i, (p, a) in enumerate(zip(paraphrases, answers)):
-        known = probe_leaks(p.style, a, judge)
+        known = probe_leaks(p.style, a, judge, p.text)
         probes.append({"question": p.text, "style": p.style, "split": "heldout" if i in heldout else "train",
                        "base_answer": a, "known": known, "quality": _probe_quality(a, known, gate)})
     job.write_probes(probes)
@@ -668,7 +668,7 @@ def _trained_probes_leaking(job: Job, llm: LLM, s: ForgetSettings, cancel: Cance
         return 0
     said = yield from ask(llm, [p["question"] for p in probes], stage="check", check=cancel.check,
                           max_tokens=s.probe_max_tokens)
-    return sum(probe_leaks(p["style"], a, judge) for p, a in zip(probes, said))
+    return sum(probe_leaks(p["style"], a, judge, p["question"]) for p, a in zip(probes, said))
 
 
 def _trained_probes_forgotten(job: Job, llm: LLM, s: ForgetSettings, cancel: CancelToken) -> Iterator[Event]:
@@ -734,7 +734,7 @@ def _probe_round(job: Job, llm: LLM, r: int, s: ForgetSettings, cancel: CancelTo
     rows = []
     judge.verdicts(answers[:len(probes)])  # one batched embedding pass: the per-probe verdicts below use its cache
     for p, a in zip(probes, answers[:len(probes)]):
-        leak = probe_leaks(p["style"], a, judge)
+        leak = probe_leaks(p["style"], a, judge, p["question"])
         rows.append({"question": p["question"], "split": p["split"], "kind": "probe", "style": p["style"], "answer": a,
                      "known_before": p["known"], "leaks_after": leak})
     for row, a in zip(retain, answers[len(probes):]):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterator, Sequence
 
 from ..events import Event, Progress, StageStarted
-from ..judge import normalize, yes_no_reply
+from ..judge import mc_choice, normalize, yes_no_reply
 from ..prompts import find_subject
 from . import metrics
 from .probing import JobData, check_cancel, generate
@@ -269,19 +269,6 @@ def says_yes(text: str) -> bool:
         return reply
     words = set(normalize(text).split())
     return "yes" in words and "no" not in words and "not" not in words
-
-
-def mc_choice(text: str, options: Sequence[str]) -> int | None:
-    """Which option a multiple-choice answer picks: a leading letter ("B", "(B)", "B)"), "answer is B", or the one
-    option whose text it names. None when it names none or several."""
-    letters = "ABCDEFGH"[:len(options)]
-    m = re.match(rf"^\W*\(?([{letters}])\b[).:]?", text.strip())
-    m = m or re.search(rf"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([{letters}])\b", text, re.I)
-    if m:
-        return letters.index(m.group(1).upper())
-    norm = f" {normalize(text)} "
-    named = [i for i, o in enumerate(options) if normalize(o) and f" {normalize(o)} " in norm]
-    return named[0] if len(named) == 1 else None
 
 
 def distractors(data: JobData, judge: Any, n: int = 3) -> list[str]:

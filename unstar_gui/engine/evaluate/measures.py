@@ -44,11 +44,12 @@ def probe_forgetting(llm: Any, data: JobData, judge: Any, *, cancel: Any, max_to
                            max_tokens=max_tokens, batch_size=batch_size, message="answers after unlearning")
     judge.verdicts(after)  # one batched embedding pass; probe_leaks below reads its cache
     # The same leak rule as training's re-probes (a yes/no probe leaks on "Yes", not on "No, ... Durmstrang").
-    after_leaks = [probe_leaks(r.get("style", ""), a, judge) for r, a in zip(rows, after)]
+    after_leaks = [probe_leaks(r.get("style", ""), a, judge, r["question"]) for r, a in zip(rows, after)]
     unknown = [i for i, r in enumerate(rows) if r.get("known") is None]
     if unknown:
         for i in unknown:
-            rows[i]["known"] = probe_leaks(rows[i].get("style", ""), rows[i]["base_answer"], judge)
+            rows[i]["known"] = probe_leaks(rows[i].get("style", ""), rows[i]["base_answer"], judge,
+                                           rows[i]["question"])
     out = []
     for r, a, leak in zip(rows, after, after_leaks):
         out.append({"question": r["question"], "split": r.get("split", "train"), "style": r.get("style", ""),
