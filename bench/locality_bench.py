@@ -514,7 +514,8 @@ def table(results: dict[str, Any], facts: Sequence[str] = (), variants: Sequence
         scale = f" (x{scales[-1]['factor']:g})" if scales else ""
         edits = r.get("edits") or []
         if edits:  # a subject edit: optimisation steps, and how much stronger the 4-bit check made each edit
-            scale = " (edit x" + ", x".join(f"{e.get('strength', 1):g}" for e in edits) + ")"
+            scale = " (edit " + ", ".join(f"x{e.get('strength', 1):g}" + (" undone" if e.get("undone") else "")
+                                          for e in edits) + ")"
         if (r.get("rounds") or 1) > 1:
             scale += f", {r['rounds']} rounds"
         q4 = f"{_share(r['requant4_all'])} ({_share(r['requant4_heldout']).split(' ')[0]})"

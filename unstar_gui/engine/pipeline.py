@@ -547,7 +547,7 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
     if info.get("undone"):
         yield Log(f"Edit {r + 1} forgets no more than the model did before it (trained-probe checks that still give "
                   f"the fact away, as they are and after 4-bit re-quantization: {before} before, {tried[strength]} "
-                  f"after), so it is undone: the model stays as it was after edit {r}.", "warning")
+                  f"after), so it is undone: the model stays as it was before it.", "warning")
 
 
 def _edit_leaks(job: Job, r: int) -> int | None:
