@@ -174,13 +174,20 @@ def rejudge_known(job: Any) -> None:
     call, and that changed (multiple choice is judged on the pick since session 10; on Einstein's samples the base
     model picked "A) the Moon" and was counted as knowing "theory of relativity" because it said "relativity" after).
     """
-    from unstar_gui.engine.pipeline import _fact, probe_leaks
+    from unstar_gui.engine.pipeline import _fact
 
     judge = _fact(job.read()).judge()
     rows = job.read_rows("probes.jsonl")
     for p in rows:
-        p["known"] = bool(probe_leaks(p["style"], p["base_answer"], judge, p["question"]))
+        p["known"] = base_knew(p, judge)
     job.write_probes(rows)
+
+
+def base_knew(probe: dict[str, Any], judge: Any) -> bool:
+    """Did the base model's recorded answer to a probe give the fact (today's leak rule)?"""
+    from unstar_gui.engine.pipeline import probe_leaks
+
+    return bool(probe_leaks(probe["style"], probe["base_answer"], judge, probe["question"]))
 
 
 def probe_counts(job_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +202,7 @@ def probe_counts(job_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     job = Job(job_dir)
     judge = _fact(job.read()).judge()
     probes = {p["question"]: p for p in job.read_rows("probes.jsonl")}
-    known = {q: bool(probe_leaks(p["style"], p["base_answer"], judge, q)) for q, p in probes.items()}
+    known = {q: base_knew(p, judge) for q, p in probes.items()}
     metrics = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
     last = [m for m in metrics if m.get("event") == "ProbeResult"][-1]
     out = {"efficacy_train": [0, 0], "efficacy_heldout": [0, 0]}

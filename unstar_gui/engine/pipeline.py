@@ -554,8 +554,7 @@ def _edit_leaks(job: Job, r: int) -> int | None:
     """How many trained-probe checks (as they are plus after 4-bit) let the fact through after edit r, at the
     strength it kept; None before the first edit or when job.json does not say. An undone edit's model is the one
     before it, so its count is that one's."""
-    edits = {e.get("round"): e for e in job.read().get("edits") or [] if isinstance(e, dict)}
-    e = edits.get(r)
+    e = _edits(job).get(r)
     if r < 0 or e is None:
         return None
     if e.get("undone"):
@@ -565,7 +564,12 @@ def _edit_leaks(job: Job, r: int) -> int | None:
 
 
 def _edit_undone(job: Job, r: int) -> bool:
-    return any(e.get("round") == r and e.get("undone") for e in job.read().get("edits") or [] if isinstance(e, dict))
+    return bool(_edits(job).get(r, {}).get("undone"))
+
+
+def _edits(job: Job) -> dict[Any, dict[str, Any]]:
+    """job.json's subject edits by round (record_edit keeps one per round)."""
+    return {e.get("round"): e for e in job.read().get("edits") or [] if isinstance(e, dict)}
 
 
 def _edit_strength(job: Job, llm: LLM, s: ForgetSettings, r: int, layer: int, cancel: CancelToken
