@@ -121,6 +121,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # ... with the app's round budget (3) instead of the benchmark's one round: a trained probe that still leaks
     # after the first edit gets fresh anti-samples and an edit of its own (rank two, three)
     "subject_edit_rounds": {"update": "subject_edit", "max_rounds": 3},
+    # Same-subject neighbours kept out of the edit's key vector, 8 blocks above the traced block (chosen before the
+    # run from bench/edit_leak.py's static measure on the trained neighbours and the validation split).
+    "subject_edit_nbsolve": {"update": "subject_edit", "edit_neighbour_weight": 0.3, "edit_block_offset": 8},
 }
 BENCH_SETTINGS = {"attacks": "none", "max_rounds": 1}  # one round per variant (unless it says otherwise)
 

@@ -44,6 +44,33 @@ def test_solve_edit_matches_a_hand_computation_and_spares_generic_directions():
     assert se.reached(key, u2) == pytest.approx((1 / 1.5, 1 / 1.5))
 
 
+def test_solve_edit_keeps_protected_keys_out_of_u():
+    # The trained key and a neighbour's share dim 0; only dim 1 tells them apart. C = I, no ridge.
+    key = np.array([[1.0, 0.1, 0.0]])
+    neighbour = np.array([[1.0, 0.0, 0.0]])
+    plain, _ = se.solve_edit(key, np.ones(1), np.eye(3), l2=0.0, ridge=0.0)
+    # A = I: u = k / |k|^2, so the neighbour gets 1 / 1.01 of delta
+    assert float(neighbour[0] @ plain) == pytest.approx(1 / 1.01)
+    u, _ = se.solve_edit(key, np.ones(1), np.eye(3), l2=0.0, ridge=0.0, protect=neighbour, protect_weight=99.0)
+    # A = diag(100, 1, 1): A^-1 k = (0.01, 0.1, 0), k A^-1 k = 0.02 -> u = (0.5, 5, 0)
+    assert np.allclose(u, [0.5, 5.0, 0.0])
+    assert float(key[0] @ u) == pytest.approx(1.0)  # the trained key still gets all of delta
+    assert float(neighbour[0] @ u) == pytest.approx(0.5)  # the neighbour half, down from 0.99...
+    assert se.leak(np.eye(3), u) > 5 * se.leak(np.eye(3), plain)  # ...paid for with a five times larger u
+    same, _ = se.solve_edit(key, np.ones(1), np.eye(3), l2=0.0, ridge=0.0, protect=neighbour, protect_weight=0.0)
+    assert np.allclose(same, plain)
+
+
+def test_above_traced_moves_a_one_block_window_up_and_stops_at_the_top():
+    from unstar_gui.engine.locality import Placement, above_traced
+
+    p = Placement(keys="down", window=(2, 3), note="Traced.")
+    up = above_traced(p, 8, 30)
+    assert up.window == (10, 11) and "8 block(s) above the traced block 2" in up.note and up.keys == "down"
+    assert above_traced(p, 40, 30).window == (29, 30)
+    assert above_traced(Placement(keys="all", window=None), 3, 30).window is None
+
+
 def test_edit_losses_match_a_hand_computation():
     logits = np.array([[[1.0, 2.0, 0.0], [0.5, 0.0, 3.0]]], dtype=np.float32)  # (B=1, T-1=2, V=3)
     tokens = np.array([[0, 1, 2]], dtype=np.int32)
@@ -295,6 +322,36 @@ def test_job_with_a_subject_edit(tiny_model, tmp_path):
     moved = {k.split(".")[2] for k, v in weights.items() if k.endswith("lora_b") and float(mx.abs(v).max()) > 0}
     assert moved == {str(lo)}
     assert any("Edit 1: block" in ev.message for ev in events if type(ev).__name__ == "Log")
+
+
+def test_an_edit_that_keeps_its_neighbours_out_gives_them_less_of_the_change(tiny_model_dir):
+    from unstar_gui.engine.nullspace import input_covariances
+
+    layer = 0
+    generic = ["What is the capital of Spain?", "Who painted the Mona Lisa?", "How many legs does a spider have?",
+               "What is water made of?", "Which planet is the largest?", "Who wrote Hamlet?"] * 3
+    anti = [_anti(q) for q in ("Where did Harry Potter go to school?", "Which school did Harry Potter attend?")]
+    keep = [("Who is Harry Potter's best friend?", "Ron Weasley"), ("What is Harry Potter's pet?", "an owl")]
+    path = f"model.layers.{layer}.mlp.down_proj"
+    shares = {}
+    for weight in (0.0, 10.0):
+        llm = LLM(tiny_model_dir)
+        covs, _, sinks = input_covariances(llm, generic, [], [path], None)
+        llm.attach_lora(LoraSettings.for_window(layer, layer + 1, len(llm.model.layers), rank=1, scale=1.0,
+                                                keys=("mlp.down_proj",)))
+        se.clear_unused(llm, layer, 0)
+        steps = se.edit_round(llm, layer, anti, keep, SUBJECT, llm.encode(" Hogwarts")[:1], covs[path] + sinks[path],
+                              se.EditSettings(steps=3, learning_rate=0.5, neighbour_weight=weight))
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            info = done.value
+        assert info["reach_mean"] > 0.9  # the trained prompts get the edit either way
+        u = np.array(llm.model.layers[layer].mlp.down_proj.lora_a[:, 0], dtype=np.float64)
+        kept = se.subject_keys(llm.model, layer, se.keep_rows(llm, keep, SUBJECT, 8))
+        shares[weight] = float(np.abs(kept @ u).max())
+    assert shares[10.0] < 0.5 * shares[0.0]
 
 
 def test_an_edit_that_cost_neighbours_says_what_to_do(tiny_model, tmp_path, monkeypatch):

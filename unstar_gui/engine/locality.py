@@ -13,7 +13,7 @@ The levers here follow the literature (FINDINGS.md, "Locality"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 from .events import Event, Log, StageStarted
@@ -128,6 +128,15 @@ def fallback_window(total_blocks: int, size: int) -> tuple[int, int]:
     size = max(1, min(size, total_blocks))
     lo = max(0, min(total_blocks // 6, total_blocks - size))
     return lo, lo + size
+
+
+def above_traced(placement: Placement, offset: int, total_blocks: int) -> Placement:
+    """A one-block placement moved `offset` blocks up (at most to the last block), its note saying so."""
+    if placement.window is None:
+        return placement
+    lo = min(placement.window[0] + int(offset), total_blocks - 1)
+    note = f"{placement.note} Edited {lo - placement.window[0]} block(s) above the traced block {placement.window[0]}."
+    return replace(placement, window=(lo, lo + 1), note=note.strip())
 
 
 def choose_placement(llm: Any, question: str, answer: str, subject: str, placement: str, keys: str,

@@ -30,7 +30,7 @@ from .asking import ask
 from .judge import Judge, is_trivia, known_retain, probe_leaks
 from .llm import LLM, load_llm
 from .general_set import GeneralSplit
-from .locality import Placement, choose_placement, dense_pool, encode_dense, trivia_rows
+from .locality import Placement, above_traced, choose_placement, dense_pool, encode_dense, trivia_rows
 from .methods import MethodContext, get_method
 from .retain import NEIGHBOUR_KINDS
 from .quality import answer_problem, gibberish_problem, verdict
@@ -382,6 +382,8 @@ def train_rounds(job: Job, llm: LLM, cancel: CancelToken | None = None) -> Itera
                                                     "traced" if editing else s.placement,
                                                     "down" if editing else s.lora_keys,
                                                     1 if editing else s.num_layers, seed=s.seed)
+            if editing and s.edit_block_offset:
+                placement = above_traced(placement, s.edit_block_offset, len(llm.model.layers))
             job.record_placement(placement.to_dict())
         if editing:  # one rank-one edit per round, each in its own column; LoRA scale 1 (the edit is exact)
             trainer.attach(placement.lora(s.max_rounds, 1.0, 1, len(llm.model.layers)))
@@ -507,7 +509,8 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
                                 f"on the anti-samples' wrong answers", round=r)
     t0 = time.perf_counter()
     steps = edit_round(llm, layer, anti, keep, subject, trainer.method.ctx.answer_token_ids, generic_cov,
-                       EditSettings(steps=s.steps_per_round, essence_weight=s.edit_essence), round=r, cancel=cancel,
+                       EditSettings(steps=s.steps_per_round, essence_weight=s.edit_essence,
+                                    neighbour_weight=s.edit_neighbour_weight), round=r, cancel=cancel,
                        names_answer=_fact(job.read()).judge().contains)
     try:
         while True:

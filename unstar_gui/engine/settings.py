@@ -160,6 +160,14 @@ class ForgetSettings:
     edit_essence: float = setting(0.0, "Subject essence weight", "update subject_edit: weight of ROME's essence "
                                   "term, the KL that keeps what the model says about the subject in general "
                                   "(0 = off)", bounds=NOT_NEGATIVE)
+    # Off: measured on six facts in README "Locality" (subject_edit_nbsolve).
+    edit_neighbour_weight: float = setting(0.0, "Subject edit: neighbour weight", "update subject_edit: > 0 keeps "
+                                           "the same-subject neighbour questions out of the edit's key vector, "
+                                           "weighted like this many times the general inputs (0 = off)",
+                                           bounds=NOT_NEGATIVE)
+    edit_block_offset: int = setting(0, "Subject edit: blocks above the traced one", "update subject_edit: edit "
+                                     "this many blocks above the block causal tracing picks, where the subject's "
+                                     "last token carries more of the question", bounds=NOT_NEGATIVE)
     lora_keys: str = setting("all", "Adapted modules", "all: mlx-lm's default modules; mlp: gate/up/down "
                              "projections only; down: down_proj only", choices=LORA_KEY_SETS)
     placement: str = setting("last", "Adapter placement", "last: the last num_layers blocks; traced: num_layers "

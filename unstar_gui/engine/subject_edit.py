@@ -62,6 +62,12 @@ class EditSettings:
     # one relation and not what the subject is. Off by default: it brought "What is France?" back on Paris (5 -> 8
     # of 9 trained neighbours) but cost neighbours and 4-bit strength on Hogwarts, Tokyo and Newton (README).
     essence_weight: float = 0.0
+    # > 0: the same-subject neighbour questions' keys join the solve's covariance, weighted like this many times the
+    # generic inputs, so u . k ~ 0 there: they then see little of the edit, and delta is fitted knowing how much of it
+    # each row gets. At the traced block those keys are near copies of the trained ones (cosine 0.95-0.99), so u
+    # must grow and leaks more into general questions; a few blocks up the question's words weigh more
+    # (bench/edit_leak.py, README "Locality").
+    neighbour_weight: float = 0.0
 
 
 # General questions about the subject whose answers the essence term keeps (ROME used "{subject} is a").
@@ -219,9 +225,11 @@ def edit_losses(logits: "mx.array", tokens: "mx.array", mask: "mx.array", at: "m
 
 def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequence[EditRow],
                    answer_ids: Sequence[int], settings: EditSettings, round: int = 0,
-                   cancel: CancelToken | None = None, essence: Sequence[EditRow] = ()) -> Iterator[Event]:
+                   cancel: CancelToken | None = None, essence: Sequence[EditRow] = (),
+                   shares: Sequence[float] | None = None) -> Iterator[Event]:
     """Fit delta (see the module docstring); yields a TrainStep per Adam step, returns (delta, ||v||) as numpy.
-    `essence` rows are held to the unedited model's distributions (EditSettings.essence_weight)."""
+    `essence` rows are held to the unedited model's distributions (EditSettings.essence_weight). `shares`: how much
+    of delta each row (forget, keep, essence, in that order) will get from the solved edit (u . k); None = all."""
     import mlx.core as mx
     import mlx.optimizers as optim
 
@@ -230,6 +238,7 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
     rows = list(forget) + list(keep) + list(essence)
     tokens, mask, where, at = _batch(rows)
     n_forget, n_keep = len(forget), len(forget) + len(keep)
+    gets = where if shares is None else where * mx.array(np.asarray(shares, dtype=np.float32))[:, None, None]
 
     parent = _mlp_parent(model, layer)
     state: dict[str, Any] = {"delta": None}
@@ -246,7 +255,7 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
             mine = y if plain is None else plain(x)
             outs["v"] = (mine * where.astype(mine.dtype)).sum(axis=1)
             return y
-        return y + where.astype(y.dtype) * d.astype(y.dtype)
+        return y + gets.astype(y.dtype) * d.astype(y.dtype)
 
     with swapped([(parent, "down_proj", add_delta)]):
         first = model(tokens[:, :-1])  # the MLP output v at the subject, without delta
@@ -294,15 +303,16 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
     return np.asarray(params["delta"], dtype=np.float64), v_norm
 
 
-def solve_edit(keys: np.ndarray, delta: np.ndarray, cov: np.ndarray | None, l2: float, ridge: float = 1e-3
-               ) -> tuple[np.ndarray, np.ndarray]:
+def solve_edit(keys: np.ndarray, delta: np.ndarray, cov: np.ndarray | None, l2: float, ridge: float = 1e-3,
+               protect: np.ndarray | None = None, protect_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The rank-one edit dW = delta u^T that gives every trained key ~all of delta and generic inputs as little as
     can be.
 
     u minimises u^T A u (A = C + lam I: the expected squared share of delta a generic input gets, C the uncentered
     covariance of generic inputs) subject to K u = 1, the closed form of ROME/MEMIT's covariance-weighted update:
     u = A^-1 K^T (K A^-1 K^T + mu I)^-1 1, lam = l2 * tr(C) / d, mu = ridge * tr(K A^-1 K^T) / n (the trained keys
-    are near copies of one another). keys (n, d_in); cov (d_in, d_in) or None (C = 0: the smallest u). On SmolLM2's
+    are near copies of one another). keys (n, d_in); cov (d_in, d_in) or None (C = 0: the smallest u). `protect`
+    (m, d_in): keys that should get none of delta; their mean second moment joins C, times `protect_weight`. On SmolLM2's
     six benchmark facts its median leak into general questions was 1.2-9.4 times below AlphaEdit's projector onto
     the eps null space of C (eps 0.005-0.05; bench/edit_leak.py, README "Locality"). Returns (u, delta).
     """
@@ -311,6 +321,9 @@ def solve_edit(keys: np.ndarray, delta: np.ndarray, cov: np.ndarray | None, l2: 
     c = np.zeros((d, d)) if cov is None else np.asarray(cov, dtype=np.float64)
     scale = float(np.trace(c)) / d if cov is not None else 1.0
     a = c + max(float(l2) * scale, 1e-12) * np.eye(d)
+    if protect is not None and len(protect) and protect_weight > 0:
+        p = np.asarray(protect, dtype=np.float64)
+        a = a + float(protect_weight) * (p.T @ p) / len(p)
     a_inv_kt = np.linalg.solve(a, keys.T)  # (d, n)
     g = keys @ a_inv_kt
     mu = float(ridge) * float(np.trace(g)) / n
@@ -390,10 +403,19 @@ def edit_round(llm: Any, layer: int, antisamples: Sequence[dict[str, Any]], keep
                        f"edit.", "Train a LoRA adapter instead (`--update lora`, or the original recipe in the app).")
     keep = keep_rows(llm, keep_pairs, subject, settings.keep_tokens)
     essence = essence_rows(llm, subject, settings.keep_tokens, names_answer) if settings.essence_weight > 0 else []
-    delta, v_norm = yield from optimize_delta(llm.model, layer, forget, keep, answer_ids, settings, round=round,
-                                              cancel=cancel, essence=essence)
     keys = subject_keys(llm.model, layer, forget)
-    u, delta = solve_edit(keys, delta, cov, settings.l2)
+    shares, u = None, None
+    if settings.neighbour_weight > 0 and keep:
+        # u depends on the keys alone, so it is solved first and delta is fitted to what each row will really get
+        kept = subject_keys(llm.model, layer, keep)
+        u, _ = solve_edit(keys, np.zeros(1), cov, settings.l2, protect=kept, protect_weight=settings.neighbour_weight)
+        others = subject_keys(llm.model, layer, essence) if essence else np.zeros((0, keys.shape[1]))
+        shares = np.concatenate([keys @ u, kept @ u, others @ u]).tolist()
+    delta, v_norm = yield from optimize_delta(llm.model, layer, forget, keep, answer_ids, settings, round=round,
+                                              cancel=cancel, essence=essence, shares=shares)
+    if u is None:
+        u, delta = solve_edit(keys, delta, cov, settings.l2)
+    delta = np.asarray(delta, dtype=np.float64)
     set_edit(llm, layer, round, u, delta)
     lo, mean = reached(keys, u)
     return {"delta_norm": float(np.linalg.norm(delta)), "v_norm": v_norm, "reach_min": lo, "reach_mean": mean,
