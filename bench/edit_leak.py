@@ -32,15 +32,15 @@ FACTS = ("hogwarts", "paris", "shakespeare", "tokyo", "newton", "einstein")
 EPS = (0.005, 0.02, 0.05)
 
 
-def token_keys(llm, layer: int, questions: list[str]) -> list[np.ndarray]:
-    """down_proj's inputs at every token of each chat prompt, (tokens, d_in) per question."""
+def sequence_keys(llm, layer: int, sequences: list[list[int]]) -> list[np.ndarray]:
+    """down_proj's inputs at every token of each token sequence, (tokens, d_in) per sequence."""
     import mlx.core as mx
 
     from unstar_gui.engine.module_swap import swapped
 
     parent = llm.model.layers[layer].mlp
     out = []
-    for q in questions:
+    for tokens in sequences:
         seen = {}
 
         def rec(m, x, *a, **k):
@@ -48,17 +48,23 @@ def token_keys(llm, layer: int, questions: list[str]) -> list[np.ndarray]:
             return m(x, *a, **k)
 
         with swapped([(parent, "down_proj", rec)]):
-            mx.eval(llm.model(mx.array([llm.chat_tokens(q)])))
+            mx.eval(llm.model(mx.array([tokens])))
         out.append(np.asarray(seen["x"][0].astype(mx.float32), dtype=np.float64))
     return out
 
 
-def measure(llm, name: str) -> dict:
+def token_keys(llm, layer: int, questions: list[str]) -> list[np.ndarray]:
+    """down_proj's inputs at every token of each chat prompt, (tokens, d_in) per question."""
+    return sequence_keys(llm, layer, [llm.chat_tokens(q) for q in questions])
+
+
+def fact_setup(llm, name: str, offset: int = 0) -> dict:
+    """A benchmark fact's saved samples, the block causal tracing picks for its edit (plus `offset`), the generic
+    covariance there as the job computes it, and the trained keys at the subject."""
     from unstar_gui.engine import subject_edit as se
     from unstar_gui.engine.antisamples import Fact
     from unstar_gui.engine.locality import choose_placement
-    from unstar_gui.engine.nullspace import (default_cache_dir, input_covariances, null_projector, target_paths,
-                                            without_directions)
+    from unstar_gui.engine.nullspace import default_cache_dir, input_covariances, target_paths
     from unstar_gui.engine.pipeline import _covariance_corpus
 
     d = ROOT / "bench" / "locality_samples" / name
@@ -67,27 +73,38 @@ def measure(llm, name: str) -> dict:
     fact = Fact(question=f["question"], answer=f["answer"], aliases=list(f.get("aliases", [])))
     subject = fact.shape().subject
     rows = {n: [json.loads(x) for x in (d / n).read_text().splitlines() if x.strip()]
-            for n in ("retain.jsonl", "antisamples.jsonl")}
+            for n in ("retain.jsonl", "antisamples.jsonl", "probes.jsonl")}
     retain = rows["retain.jsonl"]
     gen = choose_placement(llm, fact.question, fact.answer, subject, "traced", "down", 1)
     try:
         while True:
             next(gen)
     except StopIteration as done:
-        layer = done.value.window[0]
+        layer = min(done.value.window[0] + offset, len(llm.model.layers) - 1)
     train_rows = [r for r in retain if r.get("split", "train") == "train"]
     prompts, texts, own = _covariance_corpus(train_rows)
     path = target_paths(llm.model, [layer], ["mlp.down_proj"])[0]
     covs, _, sinks = input_covariances(llm, prompts, texts, [path], default_cache_dir(), extra_prompts=own)
-    cov = covs[path] + sinks[path]
     keys = se.subject_keys(llm.model, layer, se.forget_rows(llm, rows["antisamples.jsonl"], subject))
-    val = token_keys(llm, layer, [r["question"] for r in retain if r.get("known") and r.get("kind") == "general"
-                                  and r.get("split") == "validation"])
+    return {"layer": layer, "subject": subject, "retain": retain, "train_rows": train_rows,
+            "probes": rows["probes.jsonl"], "cov": covs[path] + sinks[path], "cov_plain": covs[path],
+            "sinks": sinks[path], "keys": keys,
+            "validation": [r["question"] for r in retain if r.get("known") and r.get("kind") == "general"
+                           and r.get("split") == "validation"]}
+
+
+def measure(llm, name: str) -> dict:
+    from unstar_gui.engine import subject_edit as se
+    from unstar_gui.engine.nullspace import null_projector, without_directions
+
+    s = fact_setup(llm, name)
+    layer, train_rows, keys, cov = s["layer"], s["train_rows"], s["keys"], s["cov"]
+    val = token_keys(llm, layer, s["validation"])
     nb = {kind: token_keys(llm, layer, [r["question"] for r in train_rows if r.get("known") and r.get("kind") == kind])
           for kind in ("neighbour_subject", "neighbour_answer", "keep")}
     solves = {"min_norm": se.solve_edit(keys, np.ones(1), None, 1e-6)[0]}
     for eps in EPS:
-        p = without_directions(null_projector(covs[path], eps), sinks[path]).astype(np.float64)
+        p = without_directions(null_projector(s["cov_plain"], eps), s["sinks"]).astype(np.float64)
         # AlphaEdit's solve inside the projector's range: u = (P K^T K + lam I)^-1 P K^T 1
         pk = keys @ p
         lam = 1e-2 * float((pk ** 2).sum(axis=1).mean())
