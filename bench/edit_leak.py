@@ -138,10 +138,12 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run(description: str, measure, table, default_out: str) -> None:
+    """The command line of a per-fact measurement without training: measure each fact's saved samples on the
+    embedded model, write the results as JSON, print them as a Markdown table (`--table`: print only)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--facts", default=",".join(FACTS))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "edit_leak.json"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / default_out))
     ap.add_argument("--table", action="store_true", help="print the table from the results file and exit")
     args = ap.parse_args()
     out = Path(args.out)
@@ -156,6 +158,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(table(results))
+
+
+def main() -> None:
+    run(__doc__.splitlines()[0], measure, table, "edit_leak.json")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,6 @@ Writes bench/out/edit_neighbours.json and prints a Markdown table.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -30,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from edit_leak import FACTS, fact_setup, sequence_keys, token_keys  # noqa: E402
+from edit_leak import fact_setup, run, sequence_keys, token_keys  # noqa: E402
 
 # (label, blocks above the traced one, neighbour weight, protect every position from the subject on)
 SETTINGS = (("default", 0, 0.0, False), ("nb 0.3", 0, 0.3, False), ("nb 0.3, +8 blocks", 8, 0.3, False),
@@ -81,23 +78,7 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--facts", default=",".join(FACTS))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "edit_neighbours.json"))
-    ap.add_argument("--table", action="store_true", help="print the table from the results file and exit")
-    args = ap.parse_args()
-    out = Path(args.out)
-    if args.table:
-        print(table(json.loads(out.read_text())))
-        return
-    os.environ.setdefault("UNSTAR_HOME", str(ROOT / "bench" / "out" / "locality-home"))
-    from common import load_embedded_llm
-
-    llm = load_embedded_llm()
-    results = [measure(llm, name) for name in args.facts.split(",")]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(table(results))
+    run(__doc__.splitlines()[0], measure, table, "edit_neighbours.json")
 
 
 if __name__ == "__main__":
