@@ -66,7 +66,7 @@ class EditSettings:
     # generic inputs, so u . k ~ 0 there: they then see little of the edit, and delta is fitted knowing how much of it
     # each row gets. At the traced block those keys are near copies of the trained ones (cosine 0.95-0.99), so u
     # must grow and leaks more into general questions; a few blocks up the question's words weigh more
-    # (bench/edit_leak.py, README "Locality").
+    # (bench/edit_neighbours.py, README "Locality").
     neighbour_weight: float = 0.0
 
 
