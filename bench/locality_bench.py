@@ -124,6 +124,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Same-subject neighbours kept out of the edit's key vector, 8 blocks above the traced block (chosen before the
     # run from bench/edit_leak.py's static measure on the trained neighbours and the validation split).
     "subject_edit_nbsolve": {"update": "subject_edit", "edit_neighbour_weight": 0.3, "edit_block_offset": 8},
+    # The change fitted through the edit as it really acts (u . k at every position: the neighbours' own answers name
+    # the subject again and the edit fires there too), not at the question's subject alone (session 12).
+    "subject_edit_exact": {"update": "subject_edit", "edit_exact_fit": True},
+    # ... with the app's round budget (3): a trained probe the first edit leaves gets fresh anti-samples and an edit
+    "subject_edit_exact_rounds": {"update": "subject_edit", "edit_exact_fit": True, "max_rounds": 3},
 }
 BENCH_SETTINGS = {"attacks": "none", "max_rounds": 1}  # one round per variant (unless it says otherwise)
 

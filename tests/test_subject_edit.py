@@ -128,6 +128,10 @@ def test_rows_score_the_wrong_answer_at_the_subject(tiny_model_dir):
     assert llm.tokenizer.decode(prompt[:row.position + 1]).endswith("Potter")
     assert se.keep_rows(llm, [("Who is Harry Potter's best friend?", "Ron Weasley is.")], SUBJECT, 2)[0].tokens[-2:] \
         == llm.encode("Ron Weasley is.")[:2]
+    # a question without the subject is held only by a fit through the edit, which sees what reaches it anywhere
+    assert se.keep_rows(llm, [("Where is the sky?", "Up there.")], SUBJECT, 4) == []
+    [anywhere] = se.keep_rows(llm, [("Where is the sky?", "Up there.")], SUBJECT, 4, anywhere=True)
+    assert anywhere.position == len(llm.chat_tokens("Where is the sky?")) - 1
 
 
 def test_edit_moves_the_trained_prompts_and_not_generic_ones_and_loads_in_mlx_lm(tiny_model_dir, tmp_path):
@@ -604,3 +608,55 @@ def test_edit_refuses_when_no_paraphrase_names_the_subject(tiny_model_dir):
     with pytest.raises(JobError, match="None of the trained paraphrases names the subject") as err:
         next(steps)
     assert "--update lora" in err.value.hint
+
+
+def test_an_edit_fitted_through_itself_keeps_neighbours_whose_answers_name_the_subject(tiny_model_dir):
+    """The real edit fires wherever the subject's key is, also where a neighbour's own answer names the subject again;
+    fitted at the question's subject alone, the keep term cannot see that. Fitted through the edit (exact_fit), the
+    neighbours' answers as the edited model scores them stay closer to their base answers."""
+    from unstar_gui.engine.nullspace import input_covariances
+
+    layer = 0
+    generic = ["What is the capital of Spain?", "Who painted the Mona Lisa?", "How many legs does a spider have?",
+               "What is water made of?", "Which planet is the largest?", "Who wrote Hamlet?"] * 3
+    anti = [_anti(q) for q in ("Where did Harry Potter go to school?", "Which school did Harry Potter attend?")]
+    keep = [("Who is Harry Potter's best friend?", "Harry Potter's best friend is Ron. Harry Potter met Ron on a train."),
+            ("What is Harry Potter's pet?", "Harry Potter has an owl, and Harry Potter loves the owl.")]
+    path = f"model.layers.{layer}.mlp.down_proj"
+    nll = {}
+    for exact in (False, True):
+        llm = LLM(tiny_model_dir)
+        covs, _, sinks = input_covariances(llm, generic, [], [path], None)
+        llm.attach_lora(LoraSettings.for_window(layer, layer + 1, len(llm.model.layers), rank=1, scale=1.0,
+                                                keys=("mlp.down_proj",)))
+        se.clear_unused(llm, layer, 0)
+        rows = se.keep_rows(llm, keep, SUBJECT, 48)
+        tokens, mask, _, _ = se._batch(rows)
+        # the answers name the subject again: the edit reaches those positions too
+        assert all(llm.tokenizer.decode(r.tokens[r.start:]).count(SUBJECT) == 2 for r in rows)
+        steps = se.edit_round(llm, layer, anti, keep, SUBJECT, llm.encode(" Hogwarts")[:1], covs[path] + sinks[path],
+                              se.EditSettings(steps=10, learning_rate=0.5, exact_fit=exact))
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            assert done.value["reach_mean"] > 0.9
+        real, _ = se.edit_losses(llm.model(tokens[:, :-1]), tokens, mask, mx.zeros((len(rows), tokens.shape[1] - 1)),
+                                 [])
+        nll[exact] = float(real.mean())
+    assert nll[True] < nll[False]
+
+
+def test_an_edit_fitted_through_itself_holds_every_trained_neighbour():
+    """edit_exact_fit: the edit holds every trained neighbour and keep-fact the base model knew (the fit sees what
+    reaches each); without it only the same-subject ones, where the old fit put the change."""
+    from unstar_gui.engine.pipeline import edit_keep_pairs
+
+    rows = [{"kind": "neighbour_subject", "question": "Who is Harry Potter's friend?", "target": "Ron.", "known": True},
+            {"kind": "neighbour_answer", "question": "Who runs Hogwarts?", "target": "Dumbledore.", "known": True},
+            {"kind": "keep", "question": "Where did Hermione study?", "target": "Hogwarts.", "known": True},
+            {"kind": "keep", "question": "Who wrote Hamlet?", "target": "I am not sure.", "known": False},
+            {"kind": "general", "question": "What is 2+2?", "target": "4.", "known": True}]
+    assert edit_keep_pairs(rows, False) == [("Who is Harry Potter's friend?", "Ron.")]
+    assert edit_keep_pairs(rows, True) == [("Who is Harry Potter's friend?", "Ron."), ("Who runs Hogwarts?",
+                                           "Dumbledore."), ("Where did Hermione study?", "Hogwarts.")]

@@ -500,17 +500,18 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
                 retain_rows: Sequence[dict[str, Any]], generic_cov: np.ndarray, cancel: CancelToken
                 ) -> Iterator[Event]:
     """Round r of a subject edit (engine/subject_edit.py) on block `layer`: fit the change at the subject, solve the
-    rank-one edit, checkpoint it. The same-subject neighbours the job trains on keep their base answers."""
+    rank-one edit, checkpoint it. The same-subject neighbours the job trains on keep their base answers (with
+    edit_exact_fit every trained neighbour and keep-fact)."""
     anti = [row for row in job.read_rows("antisamples.jsonl") if row.get("round", 0) <= r]
-    keep = [(row["question"], row["target"]) for row in retain_rows
-            if row.get("kind") == RetainKind.NEIGHBOUR_SUBJECT.value and row.get("known")]
+    keep = edit_keep_pairs(retain_rows, s.edit_exact_fit)
     job.set_position(r, 0, stage="train")
     yield StageStarted("train", f"Editing block {layer}'s MLP at the subject {subject!r}: {s.steps_per_round} steps "
                                 f"on the anti-samples' wrong answers", round=r)
     t0 = time.perf_counter()
     steps = edit_round(llm, layer, anti, keep, subject, trainer.method.ctx.answer_token_ids, generic_cov,
                        EditSettings(steps=s.steps_per_round, essence_weight=s.edit_essence,
-                                    neighbour_weight=s.edit_neighbour_weight), round=r, cancel=cancel,
+                                    neighbour_weight=s.edit_neighbour_weight, exact_fit=s.edit_exact_fit),
+                       round=r, cancel=cancel,
                        names_answer=_fact(job.read()).judge().contains)
     try:
         while True:
@@ -539,8 +540,8 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
         info["undone"] = True
     job.record_edit(r, layer, info)
     trainer.save_checkpoint(job.checkpoints_dir, r, s.steps_per_round)
-    yield Log(f"Edit {r + 1}: block {layer}, {info['rows']} paraphrases, {info['keep_rows']} same-subject "
-              f"neighbours kept; each trained paraphrase gets {info['reach_min']:.0%}-{info['reach_mean']:.0%} of the "
+    yield Log(f"Edit {r + 1}: block {layer}, {info['rows']} paraphrases, {info['keep_rows']} neighbour "
+              f"questions held; each trained paraphrase gets {info['reach_min']:.0%}-{info['reach_mean']:.0%} of the "
               f"change (size {info['delta_norm'] / info['v_norm']:.1f}x the MLP output there), a general input "
               f"about {info['leak']:.0%}." + (f" Made {strength:g}x stronger so that every trained probe is "
                                               f"forgotten, also after 4-bit re-quantization."
@@ -551,6 +552,15 @@ def _edit_round(job: Job, llm: LLM, trainer: Trainer, s: ForgetSettings, r: int,
         yield Log(f"Edit {r + 1} forgets no more than the model did before it (trained-probe checks that still give "
                   f"the fact away, as they are and after 4-bit re-quantization: {before} before, {tried[strength]} "
                   f"after), so it is undone: the model stays as it was before it.", "warning")
+
+
+def edit_keep_pairs(retain_rows: Sequence[dict[str, Any]], exact_fit: bool) -> list[tuple[str, str]]:
+    """(question, base answer) of the trained retain rows the base model knew that an edit holds. Fitted through the
+    edit (exact_fit), every neighbour and keep-fact: the fit sees what reaches each. Otherwise only the questions
+    about the same subject, the only ones the old fit put the change in."""
+    kinds = ({RetainKind.NEIGHBOUR_SUBJECT.value, RetainKind.NEIGHBOUR_ANSWER.value, RetainKind.KEEP.value}
+             if exact_fit else {RetainKind.NEIGHBOUR_SUBJECT.value})
+    return [(row["question"], row["target"]) for row in retain_rows if row.get("kind") in kinds and row.get("known")]
 
 
 def _edit_leaks(job: Job, r: int) -> int | None:

@@ -166,6 +166,9 @@ class ForgetSettings:
                                            "the same-subject neighbour questions out of the edit's key vector, "
                                            "weighted like this many times the general inputs (0 = off)",
                                            bounds=NOT_NEGATIVE)
+    edit_exact_fit: bool = setting(False, "Subject edit: fit through the edit", "update subject_edit: fit the change "
+                                   "with the edit acting wherever it really fires (the neighbours' own answers "
+                                   "name the subject too), not only at the question's subject")
     edit_block_offset: int = setting(0, "Subject edit: blocks above the traced one", "update subject_edit: edit "
                                      "this many blocks above the block causal tracing picks, where the subject's "
                                      "last token carries more of the question", bounds=NOT_NEGATIVE)

@@ -68,6 +68,13 @@ class EditSettings:
     # must grow and leaks more into general questions; a few blocks up the question's words weigh more
     # (bench/edit_neighbours.py, README "Locality").
     neighbour_weight: float = 0.0
+    # Fit delta through the edit as it will really act: u is solved first (it depends on the keys alone) and delta
+    # is added at every position t of every row times u . k_t, the share the rank-one edit gives it there, not only
+    # at the subject of the question. The neighbours' own answers name the subject again ("Harry Potter's best friend
+    # is ...") and the edit fires there too (0.35-1.00 of it: bench/edit_neighbours.py); fitted at the question's
+    # subject alone, the keep term never saw that (README "Locality", subject_edit_exact). Kept rows then need not
+    # name the subject: the job passes every trained neighbour and keep-fact, and the fit sees how much reaches them.
+    exact_fit: bool = False
 
 
 # General questions about the subject whose answers the essence term keeps (ROME used "{subject} is a").
@@ -114,12 +121,17 @@ def forget_rows(llm: Any, antisamples: Sequence[dict[str, Any]], subject: str) -
     return rows
 
 
-def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_tokens: int) -> list[EditRow]:
-    """(question, base answer) pairs about the same subject -> rows scoring the first `max_tokens` answer tokens."""
+def keep_rows(llm: Any, pairs: Sequence[tuple[str, str]], subject: str, max_tokens: int,
+              anywhere: bool = False) -> list[EditRow]:
+    """(question, base answer) pairs about the same subject -> rows scoring the first `max_tokens` answer tokens.
+    A question that does not name the subject is left out, unless `anywhere` (a fit through the edit, which reaches
+    such a question wherever its inputs look like the subject's: position = the prompt's last token)."""
     rows = []
     for question, answer in pairs:
         prompt = llm.chat_tokens(question)
         pos = subject_position(llm, prompt, subject)
+        if pos is None and anywhere and prompt:
+            pos = len(prompt) - 1
         target = llm.encode(answer)[:max_tokens]
         if pos is not None and target:
             rows.append(EditRow(prompt + target, len(prompt), pos))
@@ -226,10 +238,12 @@ def edit_losses(logits: "mx.array", tokens: "mx.array", mask: "mx.array", at: "m
 def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequence[EditRow],
                    answer_ids: Sequence[int], settings: EditSettings, round: int = 0,
                    cancel: CancelToken | None = None, essence: Sequence[EditRow] = (),
-                   shares: Sequence[float] | None = None) -> Iterator[Event]:
+                   shares: Sequence[float] | None = None, through: np.ndarray | None = None) -> Iterator[Event]:
     """Fit delta (see the module docstring); yields a TrainStep per Adam step, returns (delta, ||v||) as numpy.
     `essence` rows are held to the unedited model's distributions (EditSettings.essence_weight). `shares`: how much
-    of delta each row (forget, keep, essence, in that order) will get from the solved edit (u . k); None = all."""
+    of delta each row (forget, keep, essence, in that order) will get at its subject from the solved edit (u . k);
+    None = all. `through` (u, (d_in,)): delta acts at every position as the edit dW = delta u^T will (exact_fit);
+    `shares` is then not used."""
     import mlx.core as mx
     import mlx.optimizers as optim
 
@@ -239,6 +253,7 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
     tokens, mask, where, at = _batch(rows)
     n_forget, n_keep = len(forget), len(forget) + len(keep)
     gets = where if shares is None else where * mx.array(np.asarray(shares, dtype=np.float32))[:, None, None]
+    u = None if through is None else mx.array(np.asarray(through, dtype=np.float32))
 
     parent = _mlp_parent(model, layer)
     state: dict[str, Any] = {"delta": None}
@@ -255,6 +270,8 @@ def optimize_delta(model: Any, layer: int, forget: Sequence[EditRow], keep: Sequ
             mine = y if plain is None else plain(x)
             outs["v"] = (mine * where.astype(mine.dtype)).sum(axis=1)
             return y
+        if u is not None:  # the rank-one edit itself: each position gets delta times u . x there
+            return y + (x.astype(mx.float32) @ u)[..., None].astype(y.dtype) * d.astype(y.dtype)
         return y + gets.astype(y.dtype) * d.astype(y.dtype)
 
     with swapped([(parent, "down_proj", add_delta)]):
@@ -401,18 +418,21 @@ def edit_round(llm: Any, layer: int, antisamples: Sequence[dict[str, Any]], keep
 
         raise JobError(f"None of the trained paraphrases names the subject ({subject!r}), so there is no lookup to "
                        f"edit.", "Train a LoRA adapter instead (`--update lora`, or the original recipe in the app).")
-    keep = keep_rows(llm, keep_pairs, subject, settings.keep_tokens)
+    keep = keep_rows(llm, keep_pairs, subject, settings.keep_tokens, anywhere=settings.exact_fit)
     essence = essence_rows(llm, subject, settings.keep_tokens, names_answer) if settings.essence_weight > 0 else []
     keys = subject_keys(llm.model, layer, forget)
     shares, u = None, None
-    if settings.neighbour_weight > 0 and keep:
+    protecting = settings.neighbour_weight > 0 and bool(keep)
+    if protecting or settings.exact_fit:
         # u depends on the keys alone, so it is solved first and delta is fitted to what each row will really get
-        kept = subject_keys(llm.model, layer, keep)
+        kept = subject_keys(llm.model, layer, keep) if protecting else None
         u, _ = solve_edit(keys, np.zeros(1), cov, settings.l2, protect=kept, protect_weight=settings.neighbour_weight)
-        others = subject_keys(llm.model, layer, essence) if essence else np.zeros((0, keys.shape[1]))
-        shares = np.concatenate([keys @ u, kept @ u, others @ u]).tolist()
+        if kept is not None:
+            others = subject_keys(llm.model, layer, essence) if essence else np.zeros((0, keys.shape[1]))
+            shares = np.concatenate([keys @ u, kept @ u, others @ u]).tolist()
     delta, v_norm = yield from optimize_delta(llm.model, layer, forget, keep, answer_ids, settings, round=round,
-                                              cancel=cancel, essence=essence, shares=shares)
+                                              cancel=cancel, essence=essence, shares=shares,
+                                              through=u if settings.exact_fit else None)
     if u is None:
         u, delta = solve_edit(keys, delta, cov, settings.l2)
     delta = np.asarray(delta, dtype=np.float64)
