@@ -166,6 +166,8 @@ class ForgetSettings:
                                            "the same-subject neighbour questions out of the edit's key vector, "
                                            "weighted like this many times the general inputs (0 = off)",
                                            bounds=NOT_NEGATIVE)
+    # Off: on six facts it kept one more trained neighbour in 54 and lost trained probes and general knowledge
+    # (README "Locality", subject_edit_exact).
     edit_exact_fit: bool = setting(False, "Subject edit: fit through the edit", "update subject_edit: fit the change "
                                    "with the edit acting wherever it really fires (the neighbours' own answers "
                                    "name the subject too), not only at the question's subject")
