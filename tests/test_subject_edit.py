@@ -15,6 +15,8 @@ from unstar_gui.engine import subject_edit as se
 from unstar_gui.engine.llm import LLM, LoraSettings
 
 SUBJECT = "Harry Potter"
+GENERIC = ["What is the capital of Spain?", "Who painted the Mona Lisa?", "How many legs does a spider have?",
+           "What is water made of?", "Which planet is the largest?", "Who wrote Hamlet?"] * 3
 
 
 def _anti(question: str, wrong: str = "Durmstrang") -> dict:
@@ -328,29 +330,33 @@ def test_job_with_a_subject_edit(tiny_model, tmp_path):
     assert any("Edit 1: block" in ev.message for ev in events if type(ev).__name__ == "Log")
 
 
-def test_an_edit_that_keeps_its_neighbours_out_gives_them_less_of_the_change(tiny_model_dir):
+def _edit_on_tiny(tiny_model_dir, layer, generic, anti, keep, settings):
+    """A fresh tiny model with one rank-one edit on block `layer` (covariance of `generic`); returns (llm, info)."""
     from unstar_gui.engine.nullspace import input_covariances
 
+    llm = LLM(tiny_model_dir)
+    path = f"model.layers.{layer}.mlp.down_proj"
+    covs, _, sinks = input_covariances(llm, generic, [], [path], None)
+    llm.attach_lora(LoraSettings.for_window(layer, layer + 1, len(llm.model.layers), rank=1, scale=1.0,
+                                            keys=("mlp.down_proj",)))
+    se.clear_unused(llm, layer, 0)
+    steps = se.edit_round(llm, layer, anti, keep, SUBJECT, llm.encode(" Hogwarts")[:1], covs[path] + sinks[path],
+                          settings)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return llm, done.value
+
+
+def test_an_edit_that_keeps_its_neighbours_out_gives_them_less_of_the_change(tiny_model_dir):
     layer = 0
-    generic = ["What is the capital of Spain?", "Who painted the Mona Lisa?", "How many legs does a spider have?",
-               "What is water made of?", "Which planet is the largest?", "Who wrote Hamlet?"] * 3
     anti = [_anti(q) for q in ("Where did Harry Potter go to school?", "Which school did Harry Potter attend?")]
     keep = [("Who is Harry Potter's best friend?", "Ron Weasley"), ("What is Harry Potter's pet?", "an owl")]
-    path = f"model.layers.{layer}.mlp.down_proj"
     shares = {}
     for weight in (0.0, 10.0):
-        llm = LLM(tiny_model_dir)
-        covs, _, sinks = input_covariances(llm, generic, [], [path], None)
-        llm.attach_lora(LoraSettings.for_window(layer, layer + 1, len(llm.model.layers), rank=1, scale=1.0,
-                                                keys=("mlp.down_proj",)))
-        se.clear_unused(llm, layer, 0)
-        steps = se.edit_round(llm, layer, anti, keep, SUBJECT, llm.encode(" Hogwarts")[:1], covs[path] + sinks[path],
-                              se.EditSettings(steps=3, learning_rate=0.5, neighbour_weight=weight))
-        try:
-            while True:
-                next(steps)
-        except StopIteration as done:
-            info = done.value
+        llm, info = _edit_on_tiny(tiny_model_dir, layer, GENERIC, anti, keep,
+                                  se.EditSettings(steps=3, learning_rate=0.5, neighbour_weight=weight))
         assert info["reach_mean"] > 0.9  # the trained prompts get the edit either way
         u = np.array(llm.model.layers[layer].mlp.down_proj.lora_a[:, 0], dtype=np.float64)
         kept = se.subject_keys(llm.model, layer, se.keep_rows(llm, keep, SUBJECT, 8))
@@ -614,33 +620,19 @@ def test_an_edit_fitted_through_itself_keeps_neighbours_whose_answers_name_the_s
     """The real edit fires wherever the subject's key is, also where a neighbour's own answer names the subject again;
     fitted at the question's subject alone, the keep term cannot see that. Fitted through the edit (exact_fit), the
     neighbours' answers as the edited model scores them stay closer to their base answers."""
-    from unstar_gui.engine.nullspace import input_covariances
-
     layer = 0
-    generic = ["What is the capital of Spain?", "Who painted the Mona Lisa?", "How many legs does a spider have?",
-               "What is water made of?", "Which planet is the largest?", "Who wrote Hamlet?"] * 3
     anti = [_anti(q) for q in ("Where did Harry Potter go to school?", "Which school did Harry Potter attend?")]
     keep = [("Who is Harry Potter's best friend?", "Harry Potter's best friend is Ron. Harry Potter met Ron on a train."),
             ("What is Harry Potter's pet?", "Harry Potter has an owl, and Harry Potter loves the owl.")]
-    path = f"model.layers.{layer}.mlp.down_proj"
     nll = {}
     for exact in (False, True):
-        llm = LLM(tiny_model_dir)
-        covs, _, sinks = input_covariances(llm, generic, [], [path], None)
-        llm.attach_lora(LoraSettings.for_window(layer, layer + 1, len(llm.model.layers), rank=1, scale=1.0,
-                                                keys=("mlp.down_proj",)))
-        se.clear_unused(llm, layer, 0)
+        llm, info = _edit_on_tiny(tiny_model_dir, layer, GENERIC, anti, keep,
+                                  se.EditSettings(steps=10, learning_rate=0.5, exact_fit=exact))
+        assert info["reach_mean"] > 0.9
         rows = se.keep_rows(llm, keep, SUBJECT, 48)
         tokens, mask, _, _ = se._batch(rows)
         # the answers name the subject again: the edit reaches those positions too
         assert all(llm.tokenizer.decode(r.tokens[r.start:]).count(SUBJECT) == 2 for r in rows)
-        steps = se.edit_round(llm, layer, anti, keep, SUBJECT, llm.encode(" Hogwarts")[:1], covs[path] + sinks[path],
-                              se.EditSettings(steps=10, learning_rate=0.5, exact_fit=exact))
-        try:
-            while True:
-                next(steps)
-        except StopIteration as done:
-            assert done.value["reach_mean"] > 0.9
         real, _ = se.edit_losses(llm.model(tokens[:, :-1]), tokens, mask, mx.zeros((len(rows), tokens.shape[1] - 1)),
                                  [])
         nll[exact] = float(real.mean())
