@@ -40,6 +40,8 @@ def test_a_subject_edit_names_its_block_subject_strength_and_leak():
     assert "while 6 other questions about the subject keep theirs and what the model says about the subject in " \
            "general is held." in held[1]
     assert "in general is held" not in lines[1]
+    exact = describe_change({**EDIT_JOB, "settings": {**EDIT_JOB["settings"], "edit_exact_fit": True}})
+    assert "while 6 neighbour questions keep theirs, the change acting on them as it really does." in exact[1]
     second = {**EDIT_JOB["edits"][0], "round": 1, "strength": 1.0, "trained_forgotten": False, "undone": True}
     undone = describe_change({**EDIT_JOB, "edits": [*EDIT_JOB["edits"], second]})
     assert undone[2].startswith("Round 2: a rank-one edit") and undone[2].count("Round") == 1

@@ -96,8 +96,10 @@ def describe_change(job: Mapping[str, Any]) -> list[str]:
                 + (f", fitted so that {_int(e.get('rows'))} paraphrases give the wrong answers"
                    if _int(e.get("rows")) else ""))
         kept = _int(e.get("keep_rows"))
-        if kept:
-            text += f" while {kept} other questions about the subject keep theirs"
+        if kept:  # fitted through the edit, the held questions are every trained neighbour, not only the subject's
+            text += (f" while {kept} neighbour questions keep theirs, the change acting on them as it really does"
+                     if settings.get("edit_exact_fit") is True else
+                     f" while {kept} other questions about the subject keep theirs")
         essence = _int(e.get("essence_rows"))
         if essence:
             text += f"{' and' if kept else ' while'} what the model says about the subject in general is held"
