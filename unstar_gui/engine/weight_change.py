@@ -116,7 +116,7 @@ def describe_change(job: Mapping[str, Any]) -> list[str]:
         elif strength and strength > 1:
             text += f" Made {strength:g}x stronger so the fact stays forgotten after 4-bit re-quantization."
         leak = _float(e.get("leak"))
-        if leak is not None and 0 <= leak <= 10:
+        if leak is not None and 0 <= leak <= 10 and e.get("undone") is not True:  # an undone edit reaches nothing
             text += f" A general question's input gets about {leak:.0%} of the change."
         lines.append(text)
     for stop in job.get("early_stops") or [] if isinstance(job.get("early_stops"), list) else []:
