@@ -1,7 +1,8 @@
 """A control for the locality table's 4-bit column: the base model alone (no adapter), every matrix re-quantized to
 4 bits (group 64) as the quantization attack does (and to 8 bits, the attack's mildest setting), asked each
-benchmark fact's probes that the full-precision base model knew. A probe the re-quantized base model no longer answers with the fact counts as "forgotten after 4-bit"
-for every variant without any adapter's doing, so the column is only as strict as this control says.
+benchmark fact's probes that the full-precision base model knew. A probe the re-quantized base model no longer
+answers with the fact counts as "forgotten after 4-bit" for every variant without any adapter's doing, so the
+column is only as strict as this control says.
 
     python bench/requant_base.py [--facts hogwarts,paris] [--bits 4,8] [--out bench/out/requant_base.json]
 

@@ -622,7 +622,8 @@ def test_an_edit_fitted_through_itself_keeps_neighbours_whose_answers_name_the_s
     neighbours' answers as the edited model scores them stay closer to their base answers."""
     layer = 0
     anti = [_anti(q) for q in ("Where did Harry Potter go to school?", "Which school did Harry Potter attend?")]
-    keep = [("Who is Harry Potter's best friend?", "Harry Potter's best friend is Ron. Harry Potter met Ron on a train."),
+    keep = [("Who is Harry Potter's best friend?",
+             "Harry Potter's best friend is Ron. Harry Potter met Ron on a train."),
             ("What is Harry Potter's pet?", "Harry Potter has an owl, and Harry Potter loves the owl.")]
     nll = {}
     for exact in (False, True):
